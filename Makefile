@@ -1,0 +1,71 @@
+# inr_fast: two commands for a fresh machine.
+#   make demo   virtual environment, pinned dependencies, build, simulated data, the main job
+#   make test   the same set-up, then ruff, the C++ build with warnings on, and the whole test suite
+# On a GPU machine (no venv, no downloads): make gpu-test PYTHON=python3
+
+SHELL := /bin/bash
+VENV ?= .venv
+VENV_PY := $(VENV)/bin/python
+PYTHON ?= $(VENV_PY)
+DEMO ?= demo
+DEMO_N ?= 40
+# Build CUDA kernels whenever a toolkit is present (no GPU needed to compile them).
+ifneq ($(wildcard /usr/local/cuda/bin/nvcc),)
+export CUDA_HOME ?= /usr/local/cuda
+endif
+CMAKE_CUDA := $(if $(CUDA_HOME),ON,OFF)
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+export MAX_JOBS ?= $(JOBS)
+
+.PHONY: demo test venv build lint cpp-test pytest gpu-test bench clean
+
+$(VENV)/.stamp-requirements: requirements.txt
+	test -x $(VENV_PY) || python3 -m venv $(VENV)
+	$(VENV_PY) -m pip install --quiet --upgrade pip
+	$(VENV_PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+venv: $(VENV)/.stamp-requirements
+
+# Build the extension in place against the installed torch (incremental through ninja), then make the
+# package and its `inr-fast` command importable from the venv (editable install, once).
+build: venv
+	$(VENV_PY) setup.py --quiet build_ext --inplace
+	@$(VENV_PY) -c "import importlib.metadata as m; m.distribution('inr_fast')" 2>/dev/null || \
+	  $(VENV_PY) -m pip install --quiet --no-build-isolation --no-deps -e .
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# Plain CMake build of the same kernel sources with -Wall -Wextra -Werror, plus the C++ unit tests.
+cpp-test:
+	cmake -S . -B build-cmake -DCMAKE_BUILD_TYPE=Release -DINR_FAST_CUDA=$(CMAKE_CUDA) >/dev/null
+	cmake --build build-cmake -j $(JOBS)
+	ctest --test-dir build-cmake --output-on-failure
+
+pytest: build
+	$(VENV_PY) -m pytest -q
+
+test: lint build cpp-test pytest
+
+demo: build
+	mkdir -p $(DEMO)
+	$(VENV)/bin/inr-fast simulate --out $(DEMO)/jets.h5 --n $(DEMO_N) --seed 7 --overwrite
+	$(VENV)/bin/inr-fast show $(DEMO)/jets.h5 --index 0 --out $(DEMO)/jet0.png --overwrite
+	$(VENV)/bin/inr-fast show $(DEMO)/jets.h5 --mean --out $(DEMO)/mean.png --overwrite
+	@echo "demo: data in $(DEMO)/jets.h5, pictures in $(DEMO)/jet0.png and $(DEMO)/mean.png"
+
+# GPU machine: uses the Python it is given, builds in place with CUDA (fails loudly without it),
+# runs the gpu-marked tests, a compute-sanitizer memcheck on a small case, and the kernel benchmarks.
+gpu-test:
+	INR_FAST_FORCE_CUDA=1 $(PYTHON) setup.py --quiet build_ext --inplace
+	$(PYTHON) -m pytest -q -m gpu tests
+	compute-sanitizer --tool memcheck --error-exitcode 1 $(PYTHON) -m inr_fast.gpu_smoke
+	$(PYTHON) -m pytest -q benchmarks --benchmark-only --benchmark-json=benchmarks/results/gpu.json -m gpu
+
+bench: build
+	$(VENV)/bin/inr-fast bench
+
+clean:
+	rm -rf build build-cmake inr_fast/*.so *.egg-info

@@ -1,0 +1,11 @@
+"""inr_fast: fast implicit neural representations of particle-physics jet images.
+
+The compiled kernels (``inr_fast._C``) load lazily, on the first use of an operator, so importing
+the package never needs a built extension or queries a GPU.
+"""
+
+from inr_fast._ext import cuda_built, extension_available
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "cuda_built", "extension_available"]
