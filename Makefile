@@ -32,7 +32,7 @@ venv: $(VENV)/.stamp-requirements
 build: venv
 	$(VENV_PY) setup.py --quiet build_ext --inplace
 	@$(VENV_PY) -c "import importlib.metadata as m; m.distribution('inr_fast')" 2>/dev/null || \
-	  $(VENV_PY) -m pip install --quiet --no-build-isolation --no-deps -e .
+	  INR_FAST_SKIP_EXT=1 $(VENV_PY) -m pip install --quiet --no-build-isolation --no-deps -e .
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -84,4 +84,9 @@ def extensions():
     ]
 
 
-setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExtension})
+# INR_FAST_SKIP_EXT=1: package metadata and the console script only, for an editable install next to
+# an extension already built in place (`make build` does this so the kernels compile only once).
+setup(
+    ext_modules=[] if _flag("INR_FAST_SKIP_EXT") else extensions(),
+    cmdclass={"build_ext": BuildExtension},
+)
