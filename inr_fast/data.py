@@ -399,7 +399,7 @@ class JetFile:
 
     def _check_finite(self, data: np.ndarray, jet_indices: np.ndarray) -> None:
         # A float64 sum of float32 values cannot overflow, so it is finite iff every value is finite.
-        sums = np.add.reduce(data.reshape(len(data), -1), axis=1, dtype=np.float64)
+        sums = np.add.reduce(data.reshape(len(data), math.prod(data.shape[1:])), axis=1, dtype=np.float64)
         bad = np.flatnonzero(~np.isfinite(sums))
         if bad.size == 0:
             return
@@ -614,15 +614,18 @@ class Moments(NamedTuple):
         return cls(0, np.zeros(N_CHANNELS), np.zeros(N_CHANNELS))
 
 
-def channel_moments(images, block: int = 32) -> Moments:
+def channel_moments(images, block: int = 32, pre: Normaliser | None = None) -> Moments:
     """Per-channel moments of images (..., 3) (numpy or torch), in float64, two-pass per block of
-    ``block`` leading entries (so at most ``block`` images are converted to float64 at a time)."""
+    ``block`` leading entries (so at most ``block`` images are converted to float64 at a time).
+    ``pre``: a normaliser applied to each float64 block first (moments of ``pre.forward(images)``)."""
     x = _to_numpy(images)
     _check_channels(x, "images")
     lead = x.reshape(-1, *x.shape[-3:]) if x.ndim >= 4 else x.reshape(1, -1, N_CHANNELS)
     out = Moments.empty()
     for start in range(0, len(lead), block):
         b = lead[start : start + block].astype(np.float64).reshape(-1, N_CHANNELS)
+        if pre is not None:
+            b = _to_numpy(pre.forward(b))
         if len(b) == 0:
             continue
         mean = b.mean(axis=0)
@@ -794,10 +797,11 @@ class ChannelStandardiser(Normaliser):
     ) -> ChannelStandardiser:
         """Fit streaming over the selected jets of ``jetfile`` (float64, Chan merge of per-block
         moments; one chunk in memory at a time). ``pre``: a normaliser applied to each chunk first
-        (e.g. an asinh transform, to fit ``Compose([asinh, standardiser])``)."""
+        (e.g. an asinh transform, to fit ``Compose([asinh, standardiser])``), in float64. ``pre`` must
+        be pointwise (not a :class:`PerJetMaxScaler`)."""
         moments = Moments.empty()
         for _, images in jetfile.iter_chunks(indices, chunk_size):
-            moments = merge_moments(moments, channel_moments(images if pre is None else pre.forward(images)))
+            moments = merge_moments(moments, channel_moments(images, pre=pre))
         return cls.from_moments(moments, str(jetfile.path))
 
     @classmethod

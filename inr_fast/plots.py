@@ -194,14 +194,14 @@ def save_figure(fig: Figure, path: str | os.PathLike, overwrite: bool = False, d
     :class:`ConfigError`. Missing parent folders are created.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory; expected a file name such as {path / 'jet.png'}")
     fmt = path.suffix.lower().lstrip(".")
     supported = FigureCanvasAgg(Figure()).get_supported_filetypes()
     if fmt not in supported:
         raise ConfigError(
             f"{path}: unknown figure format {path.suffix!r}; use one of .{', .'.join(sorted(supported))}"
         )
-    if path.is_dir():
-        raise ConfigError(f"{path}: is a directory; expected a file name such as {path / 'jet.png'}")
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path}: already exists; pass --overwrite to replace it")
     folder = path.parent
