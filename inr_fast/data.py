@@ -50,8 +50,12 @@ __all__ = [
     "IntensityTransform",
     "JetFile",
     "Moments",
+    "Normaliser",
     "PerJetMaxScaler",
     "channel_moments",
+    "intensity_forward",
+    "intensity_inverse",
+    "max_scales",
     "mean_image",
     "merge_moments",
     "normaliser_from_dict",
@@ -60,6 +64,8 @@ __all__ = [
     "pixel_centres",
     "pixel_grid",
     "resolve_indices",
+    "standardise",
+    "unstandardise",
 ]
 
 IMAGE_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, N_CHANNELS)

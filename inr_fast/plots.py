@@ -29,6 +29,7 @@ __all__ = [
     "jet_extent",
     "jet_figure",
     "jet_log_norm",
+    "new_figure",
     "plot_jet",
     "plot_mean_jet",
     "run_show",
