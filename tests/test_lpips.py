@@ -132,6 +132,7 @@ def test_cached_file_is_the_pinned_one():
 
 @pytest.mark.parametrize("where", ["data", "header"])
 def test_corrupted_weights_fail_the_check(tmp_path, where):
+    lw.load_alexnet_weights()  # fails with the fetch command if `make test` did not fetch
     good = lw.weights_path().read_bytes()
     bad = bytearray(good)
     pos = len(bad) - 1000 if where == "data" else 8  # a float of the last tensor / the JSON header "{"
