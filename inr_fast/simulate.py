@@ -59,12 +59,15 @@ contents are a deterministic function of the configuration (same seed → identi
 attributes; no time stamps). The file is written under a temporary name in the target's folder and
 renamed at the end, so an interrupted run never leaves a partial file at the target path.
 
-Speed (measured 2026-11-25 on the development machine: 2 AMD EPYC cores shared with other jobs, load
-average 2-4; one process; ``simulate_jets(SimulateConfig(n=200, seed=1))``, CPU time from
-``time.process_time``): 47 jets per CPU-second for the whole run including the two Pythia
-initialisations (about 0.6 s of CPU each), about 66 jets per CPU-second after them; about 0.46 jets per
-generated Pythia event. Pythia's parton level (multiparton interactions with interleaved showers) is
-~85 % of the time; FastJet ~5 %, the calorimeter ~5 %. Wall-clock rates are lower on a loaded machine.
+Speed (measured 2026-11-25 on the development machine, 2 AMD EPYC cores shared with other jobs at a
+load average of 3-3.6, one process, default settings, CPU time from ``time.process_time``):
+``simulate_jets(SimulateConfig(n=200))`` 44.8-47.5 jets per CPU-second including the start-up (two
+Pythia initialisations, ~0.3 s CPU each, plus imports), n=400 51.5 jets per CPU-second; 0.46-0.48 jets
+per generated Pythia event. Pythia's parton level (multiparton interactions with interleaved showers)
+is ~80 % of the steady-state time, the calorimeter ~5 %, FastJet ~4 %, awkward conversions the rest.
+The rate scales with Pythia's speed, ~110 events/s per core at that load, ~150 on a quiet core.
+Setting ``pthat_min = 1.1 * pt_min`` gives ~10 % more jets per second at the cost of a more depleted
+spectrum near ``pt_min``.
 """
 
 from __future__ import annotations
