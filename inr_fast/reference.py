@@ -249,8 +249,9 @@ class PEMLP(nn.Module):
         if spec.kind != "pe_relu":
             raise ConfigError(f"PEMLP needs a pe_relu spec, got {spec.kind!r}")
         model = cls(spec.n_freqs, spec.width, spec.depth, spec.out_features)
+        model = model.to(device=weights[0].device, dtype=weights[0].dtype)
         model.load_params(weights, biases, index)
-        return model.to(device=weights[0].device, dtype=weights[0].dtype)
+        return model
 
     def load_params(self, weights: list[torch.Tensor], biases: list[torch.Tensor], index: int = 0) -> None:
         """Copy jet ``index`` of stacked weights[l] (B, fan_out, fan_in), biases[l] (B, fan_out)."""

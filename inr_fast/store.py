@@ -133,10 +133,19 @@ def _describe(indices, limit: int = 6) -> str:
     return f"{len(idx)} jets: {text}" + (" ..." if len(idx) > limit else "")
 
 
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename (a reader sees
+    the old file or the whole new one, never a part); the file gets the usual umask permissions."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, _umask_mode())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -529,6 +538,7 @@ def render_to_file(cmd: RenderCommand) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, _umask_mode())
         with h5py.File(tmp, "w") as f:
             f.create_dataset("image", data=image)
             f.attrs.update(
