@@ -40,6 +40,7 @@ ForwardFn = Callable[[torch.Tensor, list[torch.Tensor], list[torch.Tensor]], tor
 BACKENDS = ("reference", "fused")
 NORMALISATIONS = ("channel_standardiser", "per_jet_max", "identity")
 AMP_MODES = ("auto", "off", "fp16", "bf16")
+KEEP = object()  # "not given" for arguments where None has a meaning
 
 # ------------------------------------------------------------------------------------------ config
 
@@ -845,8 +846,8 @@ def fit(
     backend: str | None = None,
     device: str | torch.device = "auto",
     seed: int = 0,
-    target_psnr: float | None = None,
-    target_rel_l2: float | None = None,
+    target_psnr: float | None | object = KEEP,
+    target_rel_l2: float | None | object = KEEP,
     max_steps: int | None = None,
     batch_size: int | None = None,
     normaliser=None,
@@ -858,7 +859,8 @@ def fit(
 
     images: (k, 125, 125, 3) or one (125, 125, 3) jet, numpy or torch, original (GeV) values.
     preset: ``seed``, ``fast``, ``compact`` or a :class:`FitConfig`; keyword overrides (``backend``,
-    ``target_psnr``, ``max_steps``, ``batch_size``, ``lr``, ``width``, ...; unknown keys refused).
+    ``max_steps``, ``batch_size``, ``lr``, ``width``, ...; unknown keys refused; None keeps the preset's
+    value). ``target_psnr`` / ``target_rel_l2``: a number sets the target, None removes the preset's.
     normaliser: the run-wide normaliser to use (default: fitted on ``images`` for
     ``channel_standardiser``); indices: jet ids (default 0..k-1), which seed each jet's initialisation
     (jet_seed(seed, id)), so a jet fitted alone with its id equals the same jet fitted in a batch.
@@ -870,13 +872,10 @@ def fit(
     if images.ndim == 3:
         images = images[None]
     cfg = get_preset(preset).with_overrides(
-        backend=backend,
-        target_psnr=target_psnr,
-        target_rel_l2=target_rel_l2,
-        max_steps=max_steps,
-        batch_size=batch_size,
-        **overrides,
+        backend=backend, max_steps=max_steps, batch_size=batch_size, **overrides
     )
+    targets = {"target_psnr": target_psnr, "target_rel_l2": target_rel_l2}
+    cfg = replace(cfg, **{k: v for k, v in targets.items() if v is not KEEP})
     dev = resolve_device(device)
     ids = np.arange(len(images), dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64)
     if ids.shape != (len(images),):
