@@ -530,17 +530,22 @@ SUMMARY_ROWS = (
 
 
 def _summary_table(summary: dict) -> str:
-    groups = [("all", summary["metrics"], summary["n_jets"])]
-    groups += [(g["name"], g["metrics"], g["n_jets"]) for g in summary["by_label"].values()]
-    header = ["metric", "jets"] + [f"{s}" for s in ("mean", "median", "std", "min", "max")]
+    """One row per metric: all jets (finite count, mean, median, std, min, max), then mean and median per
+    label; relative errors in %."""
+    stats = ("mean", "median", "std", "min", "max")
+    labels = list(summary["by_label"].values())
+    header = ["metric", "jets", *stats] + [f"{g['name']} {s}" for g in labels for s in ("mean", "median")]
     rows = []
     for key, title in SUMMARY_ROWS:
-        for gname, metrics, _ in groups:
-            if key not in metrics:
-                continue
-            st = metrics[key]
-            cells = ["" if st[s] is None else f"{st[s]:.6g}" for s in ("mean", "median", "std", "min", "max")]
-            rows.append([f"{title} ({gname})", str(st["n"] - st["n_nonfinite"])] + cells)
+        if key not in summary["metrics"]:
+            continue
+        scale = 100.0 if "rel_err" in key else 1.0
+        fmt = lambda st, s, k=scale: "" if st[s] is None else f"{st[s] * k:.5g}"  # noqa: E731
+        st = summary["metrics"][key]
+        row = [title + (" [%]" if scale != 1.0 else ""), str(st["n"] - st["n_nonfinite"])]
+        row += [fmt(st, s) for s in stats]
+        row += [fmt(g["metrics"][key], s) for g in labels for s in ("mean", "median")]
+        rows.append(row)
     return _html_table(header, rows, "summary")
 
 
