@@ -1,0 +1,156 @@
+// CUDA registration of the fused PE + MLP operators (schemas in ops_mlp.cpp): argument checks,
+// device guard, current stream, NaN-poisoned outputs (so an element the kernels miss cannot pass a
+// test), a float32 workspace from the caching allocator, and a checked launch.
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <limits>
+#include <tuple>
+#include <vector>
+
+#include "inr_fast/mlp.h"
+#include "inr_fast/pe.h"
+#include "mlp_args.h"
+
+namespace inr_fast {
+namespace {
+
+using GradTuple = std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>, at::Tensor>;
+using MseTuple = std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>>;
+
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+void check_cuda_f32(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.is_cuda(), "inr_fast: ", name, " must be a CUDA tensor");
+  TORCH_CHECK(t.scalar_type() == at::kFloat, "inr_fast: ", name, " must be float32 on CUDA (fp32 master ",
+              "weights; half precision is used inside the kernel), got ", t.scalar_type());
+}
+
+std::vector<at::Tensor> poisoned_like(const std::vector<at::Tensor>& ts) {
+  std::vector<at::Tensor> out;
+  for (const at::Tensor& t : ts) out.push_back(at::full(t.sizes(), kNaN, t.options()));
+  return out;
+}
+
+// Runs the kernels for problem p (mode and outputs set by the caller).
+void run_cuda(MlpProblem<float>& p, const at::Tensor& x, const std::vector<at::Tensor>& w,
+              const std::vector<at::Tensor>& b) {
+  p.n = x.size(0);
+  p.batch = w[0].size(0);
+  p.x = x.data_ptr<float>();
+  for (int l = 0; l < p.layout.n_layers; ++l) {
+    p.weights[l] = w[l].data_ptr<float>();
+    p.biases[l] = b[l].data_ptr<float>();
+  }
+  if (p.batch == 0) return;
+  const int64_t ntiles = (p.n + cuda::mlp_cuda_tile() - 1) / cuda::mlp_cuda_tile();
+  // Enough blocks to fill the GPU a few times over; each jet's tiles split into n_chunks ranges.
+  int sm_count = 0, smem_optin = 0;
+  const int qerr = cuda::mlp_cuda_device_limits(&sm_count, &smem_optin);
+  TORCH_CHECK(qerr == 0, "inr_fast: querying the CUDA device failed: ", cuda::error_string(qerr));
+  const int64_t target_blocks = 4 * int64_t(sm_count);
+  int64_t n_chunks = (target_blocks + p.batch - 1) / p.batch;
+  n_chunks = std::max<int64_t>(1, std::min<int64_t>({n_chunks, ntiles, 65535}));
+  const int64_t smem = cuda::mlp_cuda_smem_bytes(p.layout);
+  const int64_t smem_max = smem_optin;
+  TORCH_CHECK(smem <= smem_max, "inr_fast: the fused MLP (width ", p.layout.width, ", depth ", p.layout.depth,
+              ") needs ", smem, " bytes of shared memory per block; this GPU allows ", smem_max);
+  at::Tensor ws =
+      at::empty({cuda::mlp_cuda_workspace_floats(p.layout, p.batch, p.n, int(n_chunks))}, x.options());
+  const int err = cuda::mlp_cuda_run(p, int(n_chunks), ws.data_ptr<float>(),
+                                     c10::cuda::getCurrentCUDAStream().stream());
+  TORCH_CHECK(err == 0, "inr_fast: CUDA launch of the fused MLP failed: ", cuda::error_string(err));
+}
+
+struct Inputs {
+  MlpLayout layout;
+  at::Tensor x;
+  std::vector<at::Tensor> w, b;
+};
+
+Inputs prepare(const at::Tensor& x_in, at::TensorList weights, at::TensorList biases, int64_t n_freqs) {
+  const MlpLayout s = check_mlp_args(x_in, weights, biases, n_freqs, kMlpOutPadCuda);
+  check_cuda_f32(x_in, "x");
+  return {s, x_in.contiguous(), contiguous_all(weights), contiguous_all(biases)};
+}
+
+at::Tensor forward_cuda(const at::Tensor& x_in, at::TensorList weights, at::TensorList biases,
+                        int64_t n_freqs) {
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  Inputs in = prepare(x_in, weights, biases, n_freqs);
+  at::Tensor y = at::full({in.w[0].size(0), in.x.size(0), kMlpOut}, kNaN, in.x.options());
+  MlpProblem<float> p;
+  p.mode = MlpMode::kForward;
+  p.layout = in.layout;
+  p.y = y.data_ptr<float>();
+  run_cuda(p, in.x, in.w, in.b);
+  return y;
+}
+
+GradTuple backward_cuda(const at::Tensor& grad_in, const at::Tensor& x_in, at::TensorList weights,
+                        at::TensorList biases, int64_t n_freqs, bool need_grad_x) {
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  Inputs in = prepare(x_in, weights, biases, n_freqs);
+  check_like_output(grad_in, "grad_out", x_in, in.w[0].size(0));
+  const at::Tensor g = grad_in.contiguous();
+  auto gw = poisoned_like(in.w), gb = poisoned_like(in.b);
+  at::Tensor gx = need_grad_x ? at::full({in.x.size(0), 2}, kNaN, in.x.options())
+                              : at::zeros({0, 2}, in.x.options());
+  MlpProblem<float> p;
+  p.mode = MlpMode::kBackward;
+  p.layout = in.layout;
+  p.grad_y = g.data_ptr<float>();
+  for (int l = 0; l < in.layout.n_layers; ++l) {
+    p.grad_w[l] = gw[l].data_ptr<float>();
+    p.grad_b[l] = gb[l].data_ptr<float>();
+  }
+  p.grad_x = need_grad_x ? gx.data_ptr<float>() : nullptr;
+  if (need_grad_x && in.x.size(0) > 0 && in.w[0].size(0) == 0) gx.zero_();
+  run_cuda(p, in.x, in.w, in.b);
+  return {gw, gb, gx};
+}
+
+MseTuple mse_step_cuda(const at::Tensor& x_in, at::TensorList weights, at::TensorList biases,
+                       const at::Tensor& target_in, const std::optional<at::Tensor>& pixel_weight,
+                       int64_t n_freqs) {
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  Inputs in = prepare(x_in, weights, biases, n_freqs);
+  const int64_t batch = in.w[0].size(0);
+  check_like_output(target_in, "target", x_in, batch);
+  const at::Tensor target = target_in.contiguous();
+  at::Tensor pw;
+  if (pixel_weight.has_value()) {
+    check_pixel_weight(*pixel_weight, x_in, batch);
+    pw = pixel_weight->contiguous();
+  }
+  auto gw = poisoned_like(in.w), gb = poisoned_like(in.b);
+  at::Tensor loss = at::full({batch}, kNaN, in.x.options());
+  MlpProblem<float> p;
+  p.mode = MlpMode::kMse;
+  p.layout = in.layout;
+  p.target = target.data_ptr<float>();
+  if (pw.defined()) {
+    p.pixel_weight = pw.data_ptr<float>();
+    p.pw_jet_stride = pw.dim() == 2 ? in.x.size(0) : 0;
+  }
+  p.loss = loss.data_ptr<float>();
+  for (int l = 0; l < in.layout.n_layers; ++l) {
+    p.grad_w[l] = gw[l].data_ptr<float>();
+    p.grad_b[l] = gb[l].data_ptr<float>();
+  }
+  run_cuda(p, in.x, in.w, in.b);
+  return {loss, gw, gb};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(inr_fast, CUDA, m) {
+  m.impl("pe_mlp_forward", &forward_cuda);
+  m.impl("pe_mlp_backward", &backward_cuda);
+  m.impl("pe_mlp_mse_step", &mse_step_cuda);
+}
+
+}  // namespace inr_fast
