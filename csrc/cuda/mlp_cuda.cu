@@ -245,7 +245,9 @@ __global__ void __launch_bounds__(kThreads) mlp_main_kernel(MlpProblem<float> p,
       float m = 0.0f;
       for (int e = tid; e < fop * kT; e += kThreads) m = fmaxf(m, fabsf(sm.stage[e]));
       m = block_max(m, sm.red);
-      const float scale = m > 0.0f ? ldexpf(1.0f, 12 - ilogbf(m)) : 1.0f;
+      // (shift clamped to +-100 so the scale stays a finite power of two for subnormal or huge m)
+      const int shift = m > 0.0f ? max(-100, min(100, 12 - ilogbf(m))) : 0;
+      const float scale = ldexpf(1.0f, shift);
       const float inv = 1.0f / scale;  // exact: scale is a power of two
       for (int e = tid; e < fop * kT; e += kThreads) sm.dh[e] = __float2half_rn(sm.stage[e] * scale);
       for (int o = tid; o < fop; o += kThreads) {
