@@ -29,6 +29,7 @@ __all__ = [
     "plot_loss_curves",
     "plot_superres",
     "residual_norm",
+    "residual_ticks",
 ]
 
 #: label value -> name (the convention of the files we write; the public file's is not certain).
@@ -189,6 +190,15 @@ def residual_norm(residual: np.ndarray, reference: np.ndarray) -> SymLogNorm:
     return SymLogNorm(linthresh=linthresh, vmin=-vmax, vmax=vmax, base=10)
 
 
+def residual_ticks(norm: SymLogNorm) -> list[float]:
+    """Colour-bar ticks of a :func:`residual_norm`: 0 and +-10^k for the decades above 10 x linthresh
+    (the crowded ticks inside the linear band left out), or +-vmax when no decade fits."""
+    lo = int(np.ceil(np.log10(norm.linthresh * 10)))
+    hi = int(np.floor(np.log10(norm.vmax)))
+    decades = [10.0**k for k in range(lo, hi + 1)] or [float(norm.vmax)]
+    return sorted([-d for d in decades] + [0.0] + decades)
+
+
 def draw_residual_panel(ax, residual: np.ndarray, norm: SymLogNorm, title: str | None = None, pitch=PITCH):
     """Residual (H, W) = reconstruction - original on physical axes, diverging symmetric-log colours
     (red: too much energy, blue: missing energy). Returns the AxesImage."""
@@ -204,7 +214,7 @@ def draw_residual_panel(ax, residual: np.ndarray, norm: SymLogNorm, title: str |
     ax.set_ylabel(r"$\Delta\eta$")
     if title:
         ax.set_title(title)
-    cbar = ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+    cbar = ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.03, ticks=residual_ticks(norm), format="%.3g")
     cbar.set_label(r"$\hat{x} - x$ [GeV]")
     return im
 

@@ -24,7 +24,7 @@ import pytest
 
 from inr_fast import report
 from inr_fast.cli import main
-from inr_fast.figures import curve_band, plot_distributions, residual_norm
+from inr_fast.figures import curve_band, plot_distributions, residual_norm, residual_ticks
 from inr_fast.metrics import compute_all
 
 N_JETS = 3
@@ -309,6 +309,8 @@ def test_residual_norm_symmetric():
     assert (norm.vmin, norm.vmax) == (-8.0, 8.0)
     assert norm.linthresh == pytest.approx(0.3)
     assert float(norm(0.0)) == pytest.approx(0.5)
+    assert residual_ticks(norm) == [-8.0, 0.0, 8.0]  # no whole decade above 10 x 0.3
+    assert residual_ticks(residual_norm(res * 100, ref)) == [-100.0, -10.0, 0.0, 10.0, 100.0]
 
 
 def test_summarise_format_and_choose_hand_computed():
