@@ -17,7 +17,7 @@ CMAKE_CUDA := $(if $(CUDA_HOME),ON,OFF)
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 export MAX_JOBS ?= $(JOBS)
 
-.PHONY: demo test venv build weights lint cpp-test pytest gpu-test bench clean
+.PHONY: demo test venv build weights browser lint cpp-test pytest gpu-test bench clean
 
 $(VENV)/.stamp-requirements: requirements.txt
 	test -x $(VENV_PY) || python3 -m venv $(VENV)
@@ -39,6 +39,11 @@ build: venv
 weights: build
 	$(VENV_PY) -m inr_fast.lpips_weights fetch
 
+# Headless Chromium for the report's browser test (Debian package).
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq --no-install-recommends chromium >/dev/null)
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -49,7 +54,7 @@ cpp-test:
 	cmake --build build-cmake -j $(JOBS)
 	ctest --test-dir build-cmake --output-on-failure
 
-pytest: build weights
+pytest: build weights browser
 	$(VENV_PY) -m pytest -q
 
 test: lint build cpp-test pytest
