@@ -62,10 +62,14 @@ def batched_mlp(
     Hidden layers use ReLU, the last layer is linear. Plain batched matmuls (torch.baddbmm), so
     autograd, autocast and float64 gradcheck all apply.
     """
+    return mlp_on_features(positional_encoding(x, n_freqs), weights, biases)
+
+
+def mlp_on_features(h: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor]) -> torch.Tensor:
+    """The MLP part of :func:`batched_mlp`: features h (N, F) shared by the B jets -> (B, N, out)."""
     if len(weights) != len(biases) or not weights:
         raise ValueError("weights and biases must be non-empty lists of equal length")
-    h = positional_encoding(x, n_freqs).to(weights[0].dtype)  # (N, F)
-    h = h.unsqueeze(0).expand(weights[0].shape[0], -1, -1)  # (B, N, F)
+    h = h.to(weights[0].dtype).unsqueeze(0).expand(weights[0].shape[0], -1, -1)  # (B, N, F)
     last = len(weights) - 1
     for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
         h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))  # (B, N, fan_out)

@@ -31,9 +31,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from inr_fast.encoding import positional_encoding
 from inr_fast.errors import ConfigError, DataError, InrFastError
 from inr_fast.layout import IMAGE_SIZE, N_CHANNELS
-from inr_fast.reference import ModelSpec, bytes_per_jet, init_spec_params, param_count, spec_forward
+from inr_fast.reference import (
+    ModelSpec,
+    batched_mlp,
+    bytes_per_jet,
+    init_spec_params,
+    mlp_on_features,
+    param_count,
+    spec_forward,
+)
 
 ForwardFn = Callable[[torch.Tensor, list[torch.Tensor], list[torch.Tensor]], torch.Tensor]
 
@@ -369,7 +378,9 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
 def get_forward(spec: ModelSpec, backend: str) -> ForwardFn:
     """The model through one interface: ``forward(x (N, 2), weights, biases) -> (B, N, 3)``."""
     if backend == "reference":
-        return lambda x, w, b: spec_forward(spec, x, w, b)
+        if spec.kind != "pe_relu":
+            return lambda x, w, b: spec_forward(spec, x, w, b)
+        return _CachedEncodingForward(spec.n_freqs)
     if backend == "fused":
         if spec.kind != "pe_relu":
             raise ConfigError(f"backend 'fused' supports the pe_relu model only, not {spec.kind!r}")
@@ -382,6 +393,26 @@ def get_forward(spec: ModelSpec, backend: str) -> ForwardFn:
         n_freqs = spec.n_freqs
         return lambda x, w, b: fused.pe_mlp(x, w, b, n_freqs)
     raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+class _CachedEncodingForward:
+    """The reference PE + MLP (:func:`inr_fast.reference.batched_mlp`, same arithmetic), with the
+    encoding of the fixed training coordinates computed once instead of every step."""
+
+    def __init__(self, n_freqs: int):
+        self.n_freqs = n_freqs
+        self._key = None
+        self._features = None
+
+    def __call__(
+        self, x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor]
+    ) -> torch.Tensor:
+        if x.requires_grad:
+            return batched_mlp(x, weights, biases, self.n_freqs)
+        key = (x.data_ptr(), tuple(x.shape), x.dtype, x.device, x._version)
+        if key != self._key:
+            self._features, self._key = positional_encoding(x, self.n_freqs), key
+        return mlp_on_features(self._features, weights, biases)
 
 
 def check_forward(forward_fn: ForwardFn, spec: ModelSpec, backend: str, device: torch.device) -> None:
@@ -912,6 +943,7 @@ class FitCommand:
     channels_first: bool = False
     overwrite: bool = False
     progress: bool = True
+    figures: bool = True
 
     def fit_config(self) -> FitConfig:
         return get_preset(self.preset).with_overrides(
@@ -954,6 +986,7 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
         "--overwrite", action="store_true", help="replace a run directory with a different config"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--no-figures", action="store_true", help="skip curve.png and compare.png")
 
 
 def run_fit(args: argparse.Namespace) -> int:
@@ -973,6 +1006,7 @@ def run_fit(args: argparse.Namespace) -> int:
         channels_first=args.channels_first,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        figures=not args.no_figures,
     )
     summary = fit_run(cmd)
     print(summary)
@@ -1033,7 +1067,8 @@ def fit_run(cmd: FitCommand) -> str:
         finally:
             bar.close()
     result = store.load_results(run)
-    store.write_figures(run, result, overwrite=True)
+    if cmd.figures:
+        store.write_figures(run, result, overwrite=True)
     seconds = time.perf_counter() - t0
     return (
         f"{run}: {len(result)} jets with preset {cfg.name!r} on {device.type} "
