@@ -70,11 +70,11 @@ INR_AI void vstore(T* p, const V& v) {
   std::memcpy(p, &v, sizeof(V));
 }
 
-// Register block of C (+)= A * B: rows [0, MR) of C, columns [0, NV * VL).
-// C[i][j] = (acc_in ? C[i][j] : 0) + sum_{k = 0}^{K-1} A[i][k] * B[k][j], k ascending, one
+// Register block of C (+)= A * B: rows [0, MR) of C, columns [0, NV * VL); A(i, k) = A[i * sa + k * sk].
+// C[i][j] = (acc_in ? C[i][j] : 0) + sum_{k = 0}^{K-1} A(i, k) * B[k][j], k ascending, one
 // multiply-add per k (FMA where the ISA has it).
 template <typename T, int VB, int MR, int NV>
-INR_AI void gemm_block(int K, const T* __restrict A, int lda, const T* __restrict B, int ldb,
+INR_AI void gemm_block(int K, const T* __restrict A, int sa, int sk, const T* __restrict B, int ldb,
                        T* __restrict C, int ldc, bool acc_in) {
   using V = typename VecT<T, VB>::type;
   constexpr int VL = VB / int(sizeof(T));
@@ -85,7 +85,7 @@ INR_AI void gemm_block(int K, const T* __restrict A, int lda, const T* __restric
     V b[NV];
     for (int j = 0; j < NV; ++j) b[j] = vload<V>(B + int64_t(k) * ldb + j * VL);
     for (int i = 0; i < MR; ++i) {
-      const T a = A[i * lda + k];
+      const T a = A[i * sa + k * sk];
       for (int j = 0; j < NV; ++j) acc[i][j] += a * b[j];
     }
   }
@@ -93,10 +93,10 @@ INR_AI void gemm_block(int K, const T* __restrict A, int lda, const T* __restric
     for (int j = 0; j < NV; ++j) vstore(C + i * ldc + j * VL, acc[i][j]);
 }
 
-// C (M x N, ldc) (+)= A (M x K, lda) * B (K x N, ldb), all row-major.
+// C (M x N, row-major, ldc) (+)= A (M x K, A(i, k) = A[i * sa + k * sk]) * B (K x N, row-major, ldb).
 // Needs M % 4 == 0 and N % VL == 0 (guaranteed by the padding in MlpLayout and kMlpTile = 64).
 template <typename T, int VB>
-INR_AI void gemm(int M, int N, int K, const T* A, int lda, const T* B, int ldb, T* C, int ldc,
+INR_AI void gemm(int M, int N, int K, const T* A, int sa, int sk, const T* B, int ldb, T* C, int ldc,
                  bool acc_in) {
   constexpr int VL = VB / int(sizeof(T));
   constexpr int MR = VB >= 64 ? 8 : 4;
@@ -104,13 +104,17 @@ INR_AI void gemm(int M, int N, int K, const T* A, int lda, const T* B, int ldb, 
   for (; n + 2 * VL <= N; n += 2 * VL) {
     int m = 0;
     for (; m + MR <= M; m += MR)
-      gemm_block<T, VB, MR, 2>(K, A + m * lda, lda, B + n, ldb, C + m * ldc + n, ldc, acc_in);
+      gemm_block<T, VB, MR, 2>(K, A + m * sa, sa, sk, B + n, ldb, C + m * ldc + n, ldc, acc_in);
     for (; m < M; m += 4)
-      gemm_block<T, VB, 4, 2>(K, A + m * lda, lda, B + n, ldb, C + m * ldc + n, ldc, acc_in);
+      gemm_block<T, VB, 4, 2>(K, A + m * sa, sa, sk, B + n, ldb, C + m * ldc + n, ldc, acc_in);
   }
-  for (; n < N; n += VL)
-    for (int m = 0; m < M; m += 4)
-      gemm_block<T, VB, 4, 1>(K, A + m * lda, lda, B + n, ldb, C + m * ldc + n, ldc, acc_in);
+  for (; n < N; n += VL) {
+    int m = 0;
+    for (; m + MR <= M; m += MR)
+      gemm_block<T, VB, MR, 1>(K, A + m * sa, sa, sk, B + n, ldb, C + m * ldc + n, ldc, acc_in);
+    for (; m < M; m += 4)
+      gemm_block<T, VB, 4, 1>(K, A + m * sa, sa, sk, B + n, ldb, C + m * ldc + n, ldc, acc_in);
+  }
 }
 
 template <typename T>
@@ -139,8 +143,8 @@ INR_AI void sincospi(T r, T& s_out, T& c_out) {
   c_out = ((qi + 1) & 2) ? -c1 : c1;
 }
 
-// Per-chunk scratch, carved from one 64-byte-aligned block. Activations are feature-major
-// (row = feature, kT contiguous coordinates), so every product is vectorised over coordinates.
+// Per-chunk scratch, carved from one 64-byte-aligned block. Activations and deltas are
+// token-major (row = coordinate), so every product is vectorised over output features.
 template <typename T>
 struct Scratch {
   T* wp;                         // packed weights (fo_p, fi_p) per layer
@@ -148,10 +152,9 @@ struct Scratch {
   T* bp;                         // packed biases
   T* gw;                         // weight-gradient accumulators, layout of wp
   T* gb;                         // bias-gradient accumulators, layout of bp
-  T* act[kMlpMaxLayers + 1];     // act[l]: input of layer l (fi_p[l] x kT); act[D+1]: output (4 x kT)
-  T* d0;                         // deltas (max_dim x kT)
+  T* act[kMlpMaxLayers + 1];     // act[l]: input of layer l (kT x fi_p[l]); act[D+1]: output (kT x fo_p[D])
+  T* d0;                         // deltas (kT x max_dim)
   T* d1;
-  T* at;                         // transposed activations (kT x max_dim)
   T* xt;                         // coordinates of the tile, (2 x kT)
   double loss;
 };
@@ -162,7 +165,7 @@ int64_t scratch_elems(const MlpLayout& s) {
   int64_t e = 2 * round16(s.w_total) + 2 * round16(s.b_total) + round16(s.w_total) + round16(s.b_total);
   for (int l = 0; l < s.n_layers; ++l) e += int64_t(s.fi_p[l]) * kT;
   e += int64_t(s.fo_p[s.depth]) * kT;
-  e += 3 * int64_t(s.max_dim) * kT + 2 * kT;
+  e += 2 * int64_t(s.max_dim) * kT + 2 * kT;
   return e;
 }
 
@@ -184,7 +187,6 @@ Scratch<T> carve(const MlpLayout& s, T* base) {
   k.act[s.n_layers] = take(int64_t(s.fo_p[s.depth]) * kT);
   k.d0 = take(int64_t(s.max_dim) * kT);
   k.d1 = take(int64_t(s.max_dim) * kT);
-  k.at = take(int64_t(s.max_dim) * kT);
   k.xt = take(2 * kT);
   return k;
 }
@@ -230,59 +232,69 @@ void unpack_add(const MlpProblem<T>& p, int64_t b, const T* gw, const T* gb, dou
   if (p.loss != nullptr) p.loss[b] += T(loss);
 }
 
-// One tile of one jet: coordinates [n0, n0 + nv), nv <= kT; columns >= nv are computed on x = 0
+// One tile of one jet: coordinates [n0, n0 + nv), nv <= kT; rows >= nv are computed on x = 0
 // and never contribute (their deltas are zero, their outputs are not stored).
+// Storage is token-major: act[l] is (kT, fi_p[l]) row-major (row = coordinate), the transpose of
+// CUDA's feature-major (fi_p, kT) tiles; the products and their k order are the same.
 template <typename T, int VB>
 INR_AI void run_tile(const MlpProblem<T>& p, int64_t b, int64_t n0, int nv, Scratch<T>& k,
                      T* gx_partial) {
   const MlpLayout& s = p.layout;
   const int D = s.depth;
-  // 1. positional encoding of the tile into act[0] (rows >= F stay zero).
+  // 1. positional encoding, vectorised feature-major into k.d1 (fi_p x kT), then act[0] = its transpose.
   T* x0 = k.xt;
   T* x1 = k.xt + kT;
   for (int t = 0; t < kT; ++t) {
     x0[t] = t < nv ? p.x[2 * (n0 + t)] : T(0);
     x1[t] = t < nv ? p.x[2 * (n0 + t) + 1] : T(0);
   }
-  T* a0 = k.act[0];
+  const int F = s.fi[0], fip0 = s.fi_p[0];
+  T* fm = k.d1;
   for (int t = 0; t < kT; ++t) {
-    a0[t] = x0[t];
-    a0[kT + t] = x1[t];
+    fm[t] = x0[t];
+    fm[kT + t] = x1[t];
   }
   T scale = T(1);
   for (int f = 0; f < s.n_freqs; ++f, scale *= T(2)) {
     for (int c = 0; c < 2; ++c) {
       const T* xc = c == 0 ? x0 : x1;
-      T* rs = a0 + (2 + 4 * f + c) * kT;
-      T* rc = a0 + (4 + 4 * f + c) * kT;
+      T* rs = fm + (2 + 4 * f + c) * kT;
+      T* rc = fm + (4 + 4 * f + c) * kT;
       for (int t = 0; t < kT; ++t) sincospi(reduce_period2(scale * xc[t]), rs[t], rc[t]);
     }
   }
-  // 2. forward: act[l+1] = bias + W_l act[l] (k over the real fan_in, ascending), ReLU for l < D.
+  T* a0 = k.act[0];
+  for (int t = 0; t < kT; ++t) {
+    for (int f = 0; f < F; ++f) a0[t * fip0 + f] = fm[f * kT + t];
+    for (int f = F; f < fip0; ++f) a0[t * fip0 + f] = T(0);
+  }
+  // 2. forward: act[l+1][t][o] = bias[o] + sum_k act[l][t][k] W_l[o][k] (k over the real fan_in,
+  // ascending; B operand = the packed transpose W_l^T), ReLU for l < D.
   for (int l = 0; l <= D; ++l) {
     const int fop = s.fo_p[l];
-    T* out = k.act[l + 1];
-    const T* bias = k.bp + s.b_off[l];
-    for (int o = 0; o < fop; ++o)
-      for (int t = 0; t < kT; ++t) out[o * kT + t] = bias[o];
-    gemm<T, VB>(fop, kT, s.fi[l], k.wp + s.w_off[l], s.fi_p[l], k.act[l], kT, out, kT, true);
+    T* __restrict out = k.act[l + 1];
+    const T* __restrict bias = k.bp + s.b_off[l];
+    for (int t = 0; t < kT; ++t)
+      for (int o = 0; o < fop; ++o) out[t * fop + o] = bias[o];
+    gemm<T, VB>(kT, fop, s.fi[l], k.act[l], s.fi_p[l], 1, k.wt + s.w_off[l], fop, out, fop, true);
     if (l < D)
       for (int e = 0; e < fop * kT; ++e) out[e] = out[e] > T(0) ? out[e] : T(0);
   }
-  const T* y = k.act[D + 1];
+  const int fo_out = s.fo_p[D];
+  const T* y = k.act[D + 1];  // (kT, fo_out), channels in columns [0, 3)
   const int64_t row = (b * p.n + n0) * kMlpOut;  // first (b, n0, 0) element
   if (p.mode == MlpMode::kForward) {
     for (int t = 0; t < nv; ++t)
-      for (int c = 0; c < kMlpOut; ++c) p.y[row + t * kMlpOut + c] = y[c * kT + t];
+      for (int c = 0; c < kMlpOut; ++c) p.y[row + t * kMlpOut + c] = y[t * fo_out + c];
     return;
   }
-  // 3. output deltas d (4 x kT): grad_y, or the MSE gradient 2 w (y - target) / (3 N).
+  // 3. output deltas d (kT x fo_out): grad_y, or the MSE gradient 2 w (y - target) / (3 N).
   T* d = k.d0;
   T* dn = k.d1;
-  for (int e = 0; e < s.fo_p[D] * kT; ++e) d[e] = T(0);
+  for (int e = 0; e < fo_out * kT; ++e) d[e] = T(0);
   if (p.mode == MlpMode::kBackward) {
     for (int t = 0; t < nv; ++t)
-      for (int c = 0; c < kMlpOut; ++c) d[c * kT + t] = p.grad_y[row + t * kMlpOut + c];
+      for (int c = 0; c < kMlpOut; ++c) d[t * fo_out + c] = p.grad_y[row + t * kMlpOut + c];
   } else {
     const T inv = T(1) / T(3 * p.n);
     double loss = 0;
@@ -290,42 +302,40 @@ INR_AI void run_tile(const MlpProblem<T>& p, int64_t b, int64_t n0, int nv, Scra
       const T w = p.pixel_weight ? p.pixel_weight[b * p.pw_jet_stride + n0 + t] : T(1);
       double lt = 0;
       for (int c = 0; c < kMlpOut; ++c) {
-        const T r = y[c * kT + t] - p.target[row + t * kMlpOut + c];
-        d[c * kT + t] = T(2) * w * r * inv;
+        const T r = y[t * fo_out + c] - p.target[row + t * kMlpOut + c];
+        d[t * fo_out + c] = T(2) * w * r * inv;
         lt += double(r) * double(r);
       }
       loss += double(w) * lt;
     }
     k.loss += loss / double(3 * p.n);
   }
-  // 4. backward, l = D .. 0: gW_l += d act[l]^T (sum over the tile's coordinates, ascending),
-  // gb_l += row sums of d, then d <- (W_l^T d) masked by ReLU'(act[l]).
+  // 4. backward, l = D .. 0: gW_l[o][i] += sum_t d[t][o] act[l][t][i] (t ascending),
+  // gb_l[o] += sum_t d[t][o], then d <- d W_l (k over the real fan_out) masked by act[l] > 0.
   for (int l = D; l >= 0; --l) {
     const int fop = s.fo_p[l], fip = s.fi_p[l];
     const T* a = k.act[l];
-    for (int i = 0; i < fip; ++i)
-      for (int t = 0; t < kT; ++t) k.at[t * fip + i] = a[i * kT + t];
-    gemm<T, VB>(fop, fip, nv, d, kT, k.at, fip, k.gw + s.w_off[l], fip, true);
-    T* gb = k.gb + s.b_off[l];
-    for (int o = 0; o < fop; ++o) {
-      T acc = T(0);
-      for (int t = 0; t < nv; ++t) acc += d[o * kT + t];
-      gb[o] += acc;
-    }
+    gemm<T, VB>(fop, fip, nv, d, 1, fop, a, fip, k.gw + s.w_off[l], fip, true);
+    T* __restrict gb = k.gb + s.b_off[l];
+    const T* __restrict dd = d;
+    for (int t = 0; t < nv; ++t)
+      for (int o = 0; o < fop; ++o) gb[o] += dd[t * fop + o];
     if (l == 0 && gx_partial == nullptr) break;
-    gemm<T, VB>(fip, kT, s.fo[l], k.wt + s.w_off[l], fop, d, kT, dn, kT, false);
+    gemm<T, VB>(kT, fip, s.fo[l], d, fop, 1, k.wp + s.w_off[l], fip, dn, fip, false);
     if (l > 0) {
       for (int e = 0; e < fip * kT; ++e) dn[e] = a[e] > T(0) ? dn[e] : T(0);
       std::swap(d, dn);
     } else {
-      // d PE / d x: row c is x_c itself, sin rows gain pi 2^f cos, cos rows lose pi 2^f sin.
+      // d PE / d x: column c is x_c itself, sin columns gain pi 2^f cos, cos columns lose pi 2^f sin.
       for (int t = 0; t < nv; ++t) {
+        const T* dr = dn + t * fip;
+        const T* ar = a + t * fip;
         for (int c = 0; c < 2; ++c) {
-          T acc = dn[c * kT + t];
+          T acc = dr[c];
           T w = kPi<T>;
           for (int f = 0; f < s.n_freqs; ++f, w *= T(2)) {
-            const int rs = (2 + 4 * f + c) * kT + t, rc = (4 + 4 * f + c) * kT + t;
-            acc += w * (dn[rs] * a[rc] - dn[rc] * a[rs]);
+            const int cs = 2 + 4 * f + c, cc = 4 + 4 * f + c;
+            acc += w * (dr[cs] * ar[cc] - dr[cc] * ar[cs]);
           }
           gx_partial[2 * (n0 + t) + c] += acc;
         }
@@ -341,7 +351,6 @@ INR_AI void run_chunk(const MlpProblem<T>& p, int chunk, int n_chunks, T* worksp
   const int64_t total = p.batch * ntiles;
   const int64_t i0 = total * chunk / n_chunks, i1 = total * (chunk + 1) / n_chunks;
   Scratch<T> k = carve(s, scratch);
-  std::fill(k.act[0], k.act[0] + int64_t(s.fi_p[0]) * kT, T(0));
   const bool grads = p.mode != MlpMode::kForward;
   T* gx_partial = nullptr;
   if (p.mode == MlpMode::kBackward && p.grad_x != nullptr)

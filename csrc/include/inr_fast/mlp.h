@@ -17,7 +17,7 @@ constexpr int kMlpTile = 64;       // coordinates per tile (CPU and CUDA)
 constexpr int kMlpOut = 3;         // output channels
 constexpr int kMlpMaxDepth = 8;    // hidden layers D in [1, 8]
 constexpr int kMlpMaxLayers = kMlpMaxDepth + 1;
-constexpr int kMlpOutPadCpu = 4;   // output layer rows padded to 4 on the CPU ...
+constexpr int kMlpOutPadCpu = 16;  // output layer rows padded to 16 on the CPU (one vector) ...
 constexpr int kMlpOutPadCuda = 16; // ... and to one 16-row WMMA tile on CUDA
 
 INR_HD int pad16(int v) { return (v + 15) & ~15; }
