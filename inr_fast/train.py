@@ -315,6 +315,18 @@ def adamw_update(
             v.copy_(torch.where(mask, new_v, v))
 
 
+def loss_scale_update(
+    scale: torch.Tensor, good_steps: torch.Tensor, ok: torch.Tensor, growth_interval: int = 2000
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch.amp.GradScaler's rule, per jet: scale (B,) halves where the gradients overflowed (ok False)
+    and doubles after ``growth_interval`` consecutive good steps; good_steps (B,) counts them."""
+    good_steps = torch.where(ok, good_steps + 1, torch.zeros_like(good_steps))
+    grow = good_steps >= growth_interval
+    scale = torch.where(ok, scale, scale * 0.5)
+    scale = torch.where(grow, scale * 2.0, scale)
+    return scale, torch.where(grow, torch.zeros_like(good_steps), good_steps)
+
+
 def psnr_rel_l2(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-jet psnr = 10 log10(R^2 / MSE), R = max(x) - min(x) of the original, and rel_l2 = ||x^ - x|| /
     ||x||, over all pixels and channels; pred, target (B, N, 3) on the original scale -> two (B,).
@@ -580,14 +592,8 @@ def train_batch(
                 params, grads, exp_avg, exp_avg_sq, adam_step.clamp(min=1.0), lr,
                 cfg.betas, cfg.eps, cfg.weight_decay, ok if scaling else None,
             )  # fmt: skip
-            if (
-                scaling
-            ):  # torch.amp.GradScaler's rule, per jet: halve on overflow, double after 2000 good steps
-                good_steps = torch.where(ok, good_steps + 1, torch.zeros_like(good_steps))
-                grow = good_steps >= 2000
-                scale = torch.where(ok, scale, scale * 0.5)
-                scale = torch.where(grow, scale * 2.0, scale)
-                good_steps = torch.where(grow, torch.zeros_like(good_steps), good_steps)
+            if scaling:
+                scale, good_steps = loss_scale_update(scale, good_steps, ok)
 
         if progress is not None:
             progress.update(1)

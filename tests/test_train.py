@@ -292,3 +292,28 @@ def test_fused_backend_matches_reference_or_says_why():
         assert "fused" in str(err)
         return
     np.testing.assert_allclose(fused.loss_history[:, :4], ref.loss_history[:, :4], rtol=1e-4, atol=1e-6)
+
+
+def test_loss_scale_follows_grad_scaler_per_jet():
+    scale, good = torch.tensor([8.0, 8.0]), torch.tensor([0, 0])
+    history = []
+    for ok in ([True, False], [True, True], [True, True], [False, True]):
+        scale, good = train.loss_scale_update(scale, good, torch.tensor(ok), growth_interval=2)
+        history.append(scale.tolist())
+    assert history == [[8.0, 4.0], [16.0, 4.0], [16.0, 8.0], [8.0, 8.0]]
+
+
+def test_fp16_autocast_with_per_jet_loss_scaling_tracks_float32():
+    """The CUDA path (fp16 autocast + per-jet loss scaling) exercised on the CPU, against float32."""
+    from inr_fast.data import pixel_grid
+
+    images = torch.from_numpy(make_jets(2, seed=9).reshape(2, -1, 3))
+    cfg = FAST.with_overrides(max_steps=8, **TINY)
+    norm = train.batch_normaliser(cfg.normalisation, None, images.numpy())
+    fwd = train.get_forward(cfg.model, "reference")
+    seeds = [jet_seed(0, 0), jet_seed(0, 1)]
+    full = train.train_batch(images, norm, seeds, cfg, pixel_grid(125), fwd, None)
+    half = train.train_batch(images, norm, seeds, cfg, pixel_grid(125), fwd, torch.float16)
+    np.testing.assert_allclose(half.loss_history, full.loss_history, rtol=2e-2)
+    for a, b in zip(half.weights, full.weights, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=2e-3)
