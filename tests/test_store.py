@@ -77,13 +77,15 @@ def test_fit_writes_the_run_directory_and_render_reproduces_it(jet_file, tmp_pat
     with h5py.File(out) as f:
         np.testing.assert_array_equal(f["image"][()], result.reconstructions[1])
 
-    # ... and is the model evaluated independently (single nn.Module, inverse of the per-jet max scaling)
+    # ... and is the model evaluated independently (single nn.Module, inverse of the run's normaliser)
     module = PEMLP.from_params(cfg.fit.model, jet.weights, jet.biases)
     with torch.no_grad():
-        values = module(pixel_grid(125)).numpy().reshape(125, 125, 3)
-    with h5py.File(jet_file) as f:
-        scale = np.abs(f["X_jets"][1]).max()
-    np.testing.assert_allclose(result.reconstructions[1], values * scale, rtol=1e-5, atol=1e-5 * scale)
+        values = module(pixel_grid(125)).double().numpy().reshape(125, 125, 3)
+    mean, std = np.array(cfg.normaliser.mean), np.array(cfg.normaliser.std)
+    expected = values * std + mean
+    np.testing.assert_allclose(
+        result.reconstructions[1], expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max()
+    )
 
     # the psnr stored is the seed's formula on the stored reconstruction
     with h5py.File(jet_file) as f:

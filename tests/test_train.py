@@ -309,7 +309,7 @@ def test_fp16_autocast_with_per_jet_loss_scaling_tracks_float32():
 
     images = torch.from_numpy(make_jets(2, seed=9).reshape(2, -1, 3))
     cfg = FAST.with_overrides(max_steps=8, **TINY)
-    norm = train.batch_normaliser(cfg.normalisation, None, images.numpy())
+    norm = train.fit_normaliser(cfg.normalisation, images=images.numpy())
     fwd = train.get_forward(cfg.model, "reference")
     seeds = [jet_seed(0, 0), jet_seed(0, 1)]
     full = train.train_batch(images, norm, seeds, cfg, pixel_grid(125), fwd, None)
