@@ -25,6 +25,15 @@ from inr_fast.reference import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny problems on shared cores: one intra-op thread avoids OpenMP spin contention."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _coords(n: int = 97, dtype=torch.float64) -> torch.Tensor:
     g = torch.Generator().manual_seed(3)
     return torch.rand(n, 2, generator=g, dtype=dtype) * 2 - 1

@@ -18,6 +18,15 @@ from inr_fast.train import FitCommand, fit_run
 TINY = ["--max-steps", "6"]
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny problems on shared cores: one intra-op thread avoids OpenMP spin contention."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def make_jets(n: int, seed: int = 0) -> np.ndarray:
     """n sparse jets: three Gaussian deposits per channel near the centre, values < 0.05 zeroed."""
     rng = np.random.default_rng(seed)

@@ -27,6 +27,15 @@ from inr_fast.train import (
 TINY = {"n_freqs": 5, "width": 16, "depth": 2}
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny problems on shared cores: one intra-op thread avoids OpenMP spin contention."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def make_jets(n: int, seed: int = 0) -> np.ndarray:
     """n jets (n, 125, 125, 3): three Gaussian deposits per channel near the centre, exponential
     energies, values below 0.05 GeV zeroed (sparse, ~85 % zeros), learnable by tiny networks."""
