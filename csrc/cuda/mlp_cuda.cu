@@ -14,6 +14,7 @@
 #include <mma.h>
 
 #include "inr_fast/mlp.h"
+#include "inr_fast/mlp_cuda_layout.h"
 
 namespace inr_fast {
 namespace cuda {
@@ -22,23 +23,22 @@ namespace {
 
 using namespace nvcuda;
 
-constexpr int kT = 32;       // coordinates per tile on CUDA (2 WMMA columns)
-constexpr int kWarps = 4;
+constexpr int kT = cuda_layout::kT;  // coordinates per tile on CUDA (2 WMMA columns)
+constexpr int kWarps = cuda_layout::kWarps;
 constexpr int kThreads = kWarps * 32;
 constexpr int kFrag = 16;
+static_assert(kT % kFrag == 0 && cuda_layout::kRedFloats >= kWarps, "tile / reduction sizes");
 
 using FragA = wmma::fragment<wmma::matrix_a, kFrag, kFrag, kFrag, half, wmma::row_major>;
 using FragB = wmma::fragment<wmma::matrix_b, kFrag, kFrag, kFrag, half, wmma::row_major>;
 using FragBT = wmma::fragment<wmma::matrix_b, kFrag, kFrag, kFrag, half, wmma::col_major>;
 using FragC = wmma::fragment<wmma::accumulator, kFrag, kFrag, kFrag, float>;
 
-INR_HD int64_t round64(int64_t v) { return (v + 63) & ~int64_t(63); }
+using cuda_layout::slot_floats;
 
-// Per-jet, per-chunk float32 partial results: [packed weight grads | packed bias grads | loss].
-INR_HD int64_t slot_floats(const MlpLayout& s) { return round64(s.w_total + s.b_total + 1); }
-
-// Workspace, in floats: partials (B x n_chunks slots), per-jet grad_x partials (B x N x 2),
-// packed half weights W (B x w_total) and their transposes W^T (B x w_total).
+// Workspace (see cuda_layout::workspace_layout): partials (B x n_chunks slots, gradients only),
+// per-jet grad_x partials (B x N x 2, backward with grad_x only), packed half weights W
+// (B x w_total) and their transposes W^T (B x w_total).
 struct Workspace {
   float* part;
   float* gx;
@@ -46,15 +46,20 @@ struct Workspace {
   half* wth;
 };
 
-Workspace carve(const MlpLayout& s, int64_t batch, int64_t n, int n_chunks, float* base) {
+bool needs_part(const MlpProblem<float>& p) { return p.mode != MlpMode::kForward; }
+bool needs_gx(const MlpProblem<float>& p) { return p.mode == MlpMode::kBackward && p.grad_x != nullptr; }
+
+cuda_layout::WorkspaceLayout workspace_layout_of(const MlpProblem<float>& p, int n_chunks) {
+  return cuda_layout::workspace_layout(p.layout, p.batch, p.n, n_chunks, needs_part(p), needs_gx(p));
+}
+
+Workspace carve(const MlpProblem<float>& p, int n_chunks, float* base) {
+  const cuda_layout::WorkspaceLayout l = workspace_layout_of(p, n_chunks);
   Workspace w;
-  w.part = base;
-  base += batch * n_chunks * slot_floats(s);
-  w.gx = base;
-  base += round64(batch * n * 2);
-  w.wh = reinterpret_cast<half*>(base);
-  base += round64((batch * s.w_total + 1) / 2);
-  w.wth = reinterpret_cast<half*>(base);
+  w.part = base + l.part;
+  w.gx = base + l.gx;
+  w.wh = reinterpret_cast<half*>(base + l.wh);
+  w.wth = reinterpret_cast<half*>(base + l.wth);
   return w;
 }
 
@@ -111,29 +116,14 @@ struct Smem {
   float* red;                // reductions (kWarps)
 };
 
-INR_HD int64_t smem_bytes_of(const MlpLayout& s) {
-  int64_t halves = 0;
-  for (int l = 0; l < s.n_layers; ++l) halves += int64_t(s.fi_p[l]) * kT;
-  halves += int64_t(s.max_dim) * kT;
-  // all section sizes are multiples of 16 x kT elements, so every section stays 128-byte aligned
-  return halves * 2 + (int64_t(s.max_dim) * kT + 2 * kT + 32) * 4;
-}
-
 __device__ Smem carve_smem(const MlpLayout& s, unsigned char* base) {
+  const cuda_layout::SmemLayout l = cuda_layout::smem_layout(s);
   Smem m;
-  half* h = reinterpret_cast<half*>(base);
-  for (int l = 0; l < s.n_layers; ++l) {
-    m.act[l] = h;
-    h += s.fi_p[l] * kT;
-  }
-  m.dh = h;
-  h += s.max_dim * kT;
-  float* f = reinterpret_cast<float*>(h);
-  m.stage = f;
-  f += s.max_dim * kT;
-  m.xs = f;
-  f += 2 * kT;
-  m.red = f;
+  for (int i = 0; i < s.n_layers; ++i) m.act[i] = reinterpret_cast<half*>(base + l.act[i]);
+  m.dh = reinterpret_cast<half*>(base + l.dh);
+  m.stage = reinterpret_cast<float*>(base + l.stage);
+  m.xs = reinterpret_cast<float*>(base + l.xs);
+  m.red = reinterpret_cast<float*>(base + l.red);
   return m;
 }
 
@@ -245,8 +235,11 @@ __global__ void __launch_bounds__(kThreads) mlp_main_kernel(MlpProblem<float> p,
       float m = 0.0f;
       for (int e = tid; e < fop * kT; e += kThreads) m = fmaxf(m, fabsf(sm.stage[e]));
       m = block_max(m, sm.red);
-      // (shift clamped to +-100 so the scale stays a finite power of two for subnormal or huge m)
-      const int shift = m > 0.0f ? max(-100, min(100, 12 - ilogbf(m))) : 0;
+      // Shift clamped to +-125 so that scale and 1/scale stay finite normal powers of two. Every
+      // finite m (ilogb <= 127) then gets its exact shift on the large side (the former +-100 clamp
+      // left |d s| > 65504 for m >= 2^113: inf halves, inf * 0 = NaN in the zero-padded products);
+      // subnormal m only lands lower. m = inf: 12 - INT_MAX, no overflow; m = 0 or NaN: shift 0.
+      const int shift = m > 0.0f ? max(-125, min(125, 12 - ilogbf(m))) : 0;
       const float scale = ldexpf(1.0f, shift);
       const float inv = 1.0f / scale;  // exact: scale is a power of two
       for (int e = tid; e < fop * kT; e += kThreads) sm.dh[e] = __float2half_rn(sm.stage[e] * scale);
@@ -360,18 +353,18 @@ __global__ void reduce_gx_kernel(int64_t batch, int64_t n, const float* __restri
 
 }  // namespace
 
-int64_t mlp_cuda_workspace_floats(const MlpLayout& s, int64_t batch, int64_t n, int n_chunks) {
-  return batch * n_chunks * slot_floats(s) + round64(batch * n * 2) + 2 * round64((batch * s.w_total + 1) / 2);
+int64_t mlp_cuda_workspace_floats(const MlpProblem<float>& p, int n_chunks) {
+  return workspace_layout_of(p, n_chunks).floats;
 }
 
-int mlp_cuda_smem_bytes(const MlpLayout& s) { return int(smem_bytes_of(s)); }
+int mlp_cuda_smem_bytes(const MlpLayout& s) { return int(cuda_layout::smem_layout(s).bytes); }
 
 int mlp_cuda_run(const MlpProblem<float>& p, int n_chunks, float* workspace, void* stream_ptr) {
   cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
   const MlpLayout& s = p.layout;
   if (p.batch == 0) return 0;
   if (n_chunks < 1 || n_chunks > 65535) return int(cudaErrorInvalidValue);
-  const Workspace ws = carve(s, p.batch, p.n, n_chunks, workspace);
+  const Workspace ws = carve(p, n_chunks, workspace);
   const bool grads = p.mode != MlpMode::kForward;
   cudaError_t err = cudaSuccess;
   if (grads) {
@@ -381,7 +374,7 @@ int mlp_cuda_run(const MlpProblem<float>& p, int n_chunks, float* workspace, voi
   if (p.n > 0) {
     pack_weights_kernel<<<unsigned(p.batch), 256, 0, stream>>>(p, ws.wh, ws.wth);
     if ((err = cudaGetLastError()) != cudaSuccess) return int(err);
-    const int smem = int(smem_bytes_of(s));
+    const int smem = mlp_cuda_smem_bytes(s);
     err = cudaFuncSetAttribute(mlp_main_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     if (err != cudaSuccess) return int(err);
     const dim3 grid(unsigned(p.batch), unsigned(n_chunks));

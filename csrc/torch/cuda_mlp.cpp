@@ -59,7 +59,7 @@ void run_cuda(MlpProblem<float>& p, const at::Tensor& x, const std::vector<at::T
   TORCH_CHECK(smem <= smem_max, "inr_fast: the fused MLP (width ", p.layout.width, ", depth ", p.layout.depth,
               ") needs ", smem, " bytes of shared memory per block; this GPU allows ", smem_max);
   at::Tensor ws =
-      at::empty({cuda::mlp_cuda_workspace_floats(p.layout, p.batch, p.n, int(n_chunks))}, x.options());
+      at::empty({cuda::mlp_cuda_workspace_floats(p, int(n_chunks))}, x.options());
   const int err = cuda::mlp_cuda_run(p, int(n_chunks), ws.data_ptr<float>(),
                                      c10::cuda::getCurrentCUDAStream().stream());
   TORCH_CHECK(err == 0, "inr_fast: CUDA launch of the fused MLP failed: ", cuda::error_string(err));

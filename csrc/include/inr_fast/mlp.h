@@ -13,7 +13,7 @@
 
 namespace inr_fast {
 
-constexpr int kMlpTile = 64;       // coordinates per tile (CPU and CUDA)
+constexpr int kMlpTile = 64;       // coordinates per tile on the CPU (CUDA: 32, mlp_cuda_tile())
 constexpr int kMlpOut = 3;         // output channels
 constexpr int kMlpMaxDepth = 8;    // hidden layers D in [1, 8]
 constexpr int kMlpMaxLayers = kMlpMaxDepth + 1;
@@ -121,10 +121,11 @@ void mlp_run(const MlpProblem<T>& p, int n_chunks, T* workspace, ParallelFor&& p
 namespace cuda {
 // Half-precision tensor-core kernels. Parameters arrive as float32 pointers (fp32 master weights);
 // gradients and losses are written in float32. `workspace` (device, float) must hold
-// mlp_cuda_workspace_floats(layout, batch, n, n_chunks) floats (no initialisation needed);
+// mlp_cuda_workspace_floats(p, n_chunks) floats (no initialisation needed);
 // `stream` is a cudaStream_t as void*. mlp_cuda_run returns a cudaError_t as int (0 on success).
 // Each jet's coordinate tiles are split into n_chunks (1..65535) ranges, one block each.
-int64_t mlp_cuda_workspace_floats(const MlpLayout& s, int64_t batch, int64_t n, int n_chunks);
+// The workspace holds only what p's mode needs (p.layout, n, batch, mode and grad_x must be set).
+int64_t mlp_cuda_workspace_floats(const MlpProblem<float>& p, int n_chunks);
 int mlp_cuda_smem_bytes(const MlpLayout& s);
 int mlp_cuda_tile();  // coordinates per tile on CUDA
 // Multiprocessor count and opt-in shared memory per block of the current device (cudaError_t as int).
