@@ -8,4 +8,13 @@ from inr_fast._ext import cuda_built, extension_available
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "cuda_built", "extension_available"]
+__all__ = ["__version__", "cuda_built", "extension_available", "fit"]
+
+
+def __getattr__(name: str):
+    # `inr_fast.fit` imports the trainer (and torch) only when first used.
+    if name == "fit":
+        from inr_fast.train import fit
+
+        return fit
+    raise AttributeError(f"module 'inr_fast' has no attribute {name!r}")

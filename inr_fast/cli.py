@@ -32,7 +32,9 @@ def _module(name: str):
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; with ``command`` given, only that command's module is imported for its options."""
-    parser = argparse.ArgumentParser(prog="inr-fast", description="Fast implicit neural representations of jet images.")
+    parser = argparse.ArgumentParser(
+        prog="inr-fast", description="Fast implicit neural representations of jet images."
+    )
     from inr_fast import __version__
 
     parser.add_argument("--version", action="version", version=f"inr-fast {__version__}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
+from inr_fast.atomic import atomic_output
 from inr_fast.errors import ConfigError, DataError, OutputExistsError
 from inr_fast.layout import CHANNELS, IMAGE_SIZE, N_CHANNELS, PITCH
 
@@ -203,37 +203,13 @@ def save_figure(fig: Figure, path: str | os.PathLike, overwrite: bool = False, d
         raise ConfigError(
             f"{path}: unknown figure format {path.suffix!r}; use one of .{', .'.join(sorted(supported))}"
         )
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path}: already exists; pass --overwrite to replace it")
-    folder = path.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot write into folder {folder} ({err.strerror or err})") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format=fmt, dpi=dpi)
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:  # a hard link fails atomically if the output appeared meanwhile
-                os.link(tmp, path)
-            except FileExistsError:
-                raise OutputExistsError(f"{path}: already exists; pass --overwrite to replace it") from None
-            except OSError:  # file systems without hard links
-                if path.exists():
-                    raise OutputExistsError(
-                        f"{path}: already exists; pass --overwrite to replace it"
-                    ) from None
-                os.replace(tmp, path)
+        with atomic_output(path, overwrite=overwrite) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=dpi)
     except OutputExistsError:
         raise
     except OSError as err:
         raise ConfigError(f"{path}: cannot write the figure ({err.strerror or err})") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -29,7 +29,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from inr_fast.atomic import atomic_write_bytes
 from inr_fast.errors import ConfigError, DataError, OutputExistsError
 from inr_fast.layout import IMAGE_SIZE, N_CHANNELS
 
@@ -82,23 +82,8 @@ SUPERRES = 375
 
 
 def _atomic_write(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename; the file
-    gets the usual permissions (0666 less the umask), not mkstemp's 0600."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    """Write ``data`` to ``path`` atomically (see :mod:`inr_fast.atomic`)."""
+    return atomic_write_bytes(path, data)
 
 
 def _refuse_existing(paths, overwrite: bool) -> None:

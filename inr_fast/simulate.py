@@ -85,6 +85,7 @@ from typing import Any
 
 import numpy as np
 
+from inr_fast.atomic import atomic_output
 from inr_fast.errors import ConfigError, InrFastError, OutputExistsError
 from inr_fast.layout import (
     CHANNELS,
@@ -640,8 +641,7 @@ def simulate(
         raise ConfigError(f"{out}: is a folder; --out must name an HDF5 file")
     if not out.parent.is_dir():
         raise ConfigError(f"{out}: output folder {out.parent} does not exist")
-    tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"  # same folder: the final rename is atomic
-    try:
+    with atomic_output(out, overwrite=overwrite, mkdir=False) as tmp:
         with h5py.File(tmp, "w") as h5:
             shape = (config.n, IMAGE_SIZE, IMAGE_SIZE, N_CHANNELS)
             images = h5.create_dataset(
@@ -684,10 +684,6 @@ def simulate(
             }
             for key, value in attrs.items():
                 h5.attrs[key] = value
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return out
 
 

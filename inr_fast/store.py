@@ -26,13 +26,13 @@ import argparse
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from inr_fast.atomic import atomic_output, atomic_write_bytes
 from inr_fast.errors import ConfigError, DataError, InrFastError, OutputExistsError
 from inr_fast.layout import CHANNELS, IMAGE_SIZE, N_CHANNELS
 from inr_fast.reference import ModelSpec, bytes_per_jet, param_count, spec_forward
@@ -133,33 +133,10 @@ def _describe(indices, limit: int = 6) -> str:
     return f"{len(idx)} jets: {text}" + (" ..." if len(idx) > limit else "")
 
 
-def _umask_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename (a reader sees
-    the old file or the whole new one, never a part); the file gets the usual umask permissions."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, _umask_mode())
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def write_config(run: str | os.PathLike, cfg: RunConfig) -> Path:
     """Write RUN/config.json atomically."""
     path = Path(run) / CONFIG_NAME
-    _atomic_write_bytes(path, (json.dumps(cfg.to_dict(), indent=1) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(cfg.to_dict(), indent=1) + "\n").encode())
     return path
 
 
@@ -245,8 +222,11 @@ def save_chunk(run: str | os.PathLike, chunk: int, result) -> Path:
     from safetensors.torch import save
 
     path = chunk_path(run, chunk)
-    data = save(result.to_tensors(), metadata={"format": str(FORMAT_VERSION), "chunk": str(chunk)})
-    _atomic_write_bytes(path, data)
+    data = save(
+        result.to_tensors(),
+        metadata={"format": str(FORMAT_VERSION), "chunk": str(chunk), "seconds": repr(float(result.seconds))},
+    )
+    atomic_write_bytes(path, data)
     return path
 
 
@@ -534,25 +514,16 @@ def render_to_file(cmd: RenderCommand) -> Path:
         return out
     import h5py
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        os.chmod(tmp, _umask_mode())
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("image", data=image)
-            f.attrs.update(
-                {
-                    "run": str(Path(cmd.run).resolve()),
-                    "index": int(cmd.index),
-                    "resolution": int(cmd.resolution),
-                    "channels": ",".join(CHANNELS),
-                    "units": "GeV per pixel",
-                    "conserve": bool(cmd.conserve),
-                }
-            )
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_output(out, overwrite=True) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("image", data=image)
+        f.attrs.update(
+            {
+                "run": str(Path(cmd.run).resolve()),
+                "index": int(cmd.index),
+                "resolution": int(cmd.resolution),
+                "channels": ",".join(CHANNELS),
+                "units": "GeV per pixel",
+                "conserve": bool(cmd.conserve),
+            }
+        )
     return out
