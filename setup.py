@@ -61,10 +61,22 @@ def extensions():
     # torch's headers as system headers, so -Wall -Wextra report our code only.
     system = [f"-isystem{p}" for p in include_paths(device_type="cuda" if use_cuda else "cpu")]
     cxx = ["-O3", "-Wall", "-Wextra", "-fvisibility=hidden", *system]
+    # at::parallel_for is inlined into our code: without -fopenmp its `omp parallel` is silently
+    # ignored and the CPU kernels run on one thread. libgomp.so.1 resolves to the copy torch loaded.
+    link = []
+    if sys.platform.startswith("linux"):
+        cxx.append("-fopenmp")
+        link.append("-fopenmp")
     sources = rel("csrc/cpu/*.cpp") + rel("csrc/torch/ops*.cpp")
     if not use_cuda:
         return [
-            CppExtension("inr_fast._C", sources, include_dirs=include_dirs, extra_compile_args={"cxx": cxx})
+            CppExtension(
+                "inr_fast._C",
+                sources,
+                include_dirs=include_dirs,
+                extra_compile_args={"cxx": cxx},
+                extra_link_args=link,
+            )
         ]
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCH_LIST)
     print(
@@ -80,6 +92,7 @@ def extensions():
             include_dirs=include_dirs,
             define_macros=[("INR_FAST_WITH_CUDA", "1")],
             extra_compile_args={"cxx": cxx + ["-DINR_FAST_WITH_CUDA=1"], "nvcc": nvcc},
+            extra_link_args=link,
         )
     ]
 
