@@ -9,6 +9,8 @@ VENV_PY := $(VENV)/bin/python
 PYTHON ?= $(VENV_PY)
 DEMO ?= demo
 DEMO_N ?= 40
+DEMO_FIT_N ?= 8
+DEMO_STEPS ?= 400
 # Build CUDA kernels whenever a toolkit is present (no GPU needed to compile them).
 ifneq ($(wildcard /usr/local/cuda/bin/nvcc),)
 export CUDA_HOME ?= /usr/local/cuda
@@ -59,12 +61,18 @@ pytest: build weights browser
 
 test: lint build cpp-test pytest
 
-demo: build
+demo: build weights
 	mkdir -p $(DEMO)
 	$(VENV)/bin/inr-fast simulate --out $(DEMO)/jets.h5 --n $(DEMO_N) --seed 7 --overwrite
 	$(VENV)/bin/inr-fast show $(DEMO)/jets.h5 --index 0 --out $(DEMO)/jet0.png --overwrite
 	$(VENV)/bin/inr-fast show $(DEMO)/jets.h5 --mean --out $(DEMO)/mean.png --overwrite
-	@echo "demo: data in $(DEMO)/jets.h5, pictures in $(DEMO)/jet0.png and $(DEMO)/mean.png"
+	$(VENV)/bin/inr-fast fit $(DEMO)/jets.h5 --out $(DEMO)/run --preset fast --backend fused \
+	  --n $(DEMO_FIT_N) --max-steps $(DEMO_STEPS) --overwrite
+	$(VENV)/bin/inr-fast render $(DEMO)/run --index 0 --resolution 375 --out $(DEMO)/render375.png --overwrite
+	$(VENV)/bin/inr-fast evaluate $(DEMO)/run --overwrite | tee $(DEMO)/evaluate.txt
+	$(VENV)/bin/inr-fast report $(DEMO)/run --overwrite
+	@echo "demo: data $(DEMO)/jets.h5 ($(DEMO)/jet0.png, $(DEMO)/mean.png); run $(DEMO)/run:"
+	@echo "      report $(DEMO)/run/report.html, metrics $(DEMO)/run/metrics.csv, figures $(DEMO)/run/*.png"
 
 # GPU machine: uses the Python it is given, builds in place with CUDA (fails loudly without it),
 # runs the gpu-marked tests, a compute-sanitizer memcheck on a small case, and the kernel benchmarks.
