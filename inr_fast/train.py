@@ -14,6 +14,9 @@ Invariants:
 - The trainer calls the model only through ``forward_fn(x (N, 2), weights, biases) -> (B, N, 3)``
   (:func:`get_forward`): ``reference`` is :func:`inr_fast.reference.spec_forward`, ``fused`` is
   ``inr_fast.fused.pe_mlp``.
+- With the ``fused`` backend on the CPU in float32 (no autocast), steps that record no metrics take
+  loss and gradients from one fused call (:func:`get_loss_grad`, ``inr_fast.fused.mse_step``) instead
+  of forward + autograd: the same per-jet loss (mean over pixels and channels) and gradients.
 - A jet whose loss or parameters become non-finite is retried from its initialisation in float32 (no
   autocast); if that fails too it is marked ``failed`` and its parameters are stored as zeros.
 """
@@ -409,6 +412,28 @@ def get_forward(spec: ModelSpec, backend: str) -> ForwardFn:
     raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
+LossGradFn = Callable[
+    [torch.Tensor, list[torch.Tensor], list[torch.Tensor], torch.Tensor],
+    tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]],
+]
+
+
+def get_loss_grad(
+    spec: ModelSpec, backend: str, device: torch.device, amp_dtype: torch.dtype | None
+) -> LossGradFn | None:
+    """The fused training step ``(x (N, 2), weights, biases, target (B, N, 3)) -> (loss (B,),
+    grad_weights, grad_biases)`` (loss[b] = mean over pixels and channels of (y - t)^2, gradients of
+    loss.sum()), or None where the trainer keeps forward + autograd: other backends, autocast, and CUDA
+    (whose fp16 path needs the per-jet loss scaling of the autograd step; the CUDA mse_step kernel is
+    not wired in until it is measured on a GPU)."""
+    if backend != "fused" or spec.kind != "pe_relu" or amp_dtype is not None or device.type != "cpu":
+        return None
+    from inr_fast import fused
+
+    n_freqs = spec.n_freqs
+    return lambda x, w, b, target: fused.mse_step(x, w, b, target, n_freqs)
+
+
 class _CachedEncodingForward:
     """The reference PE + MLP (:func:`inr_fast.reference.batched_mlp`, same arithmetic), with the
     encoding of the fixed training coordinates computed once instead of every step."""
@@ -514,6 +539,7 @@ def train_batch(
     forward_fn: ForwardFn,
     amp_dtype: torch.dtype | None,
     progress=None,
+    loss_grad_fn: LossGradFn | None = None,
 ) -> BatchOutcome:
     """Train B networks together, each on its own jet, from their per-jet initialisations.
 
@@ -524,7 +550,8 @@ def train_batch(
     gradients because the networks are independent, a masked batched AdamW step. Every
     ``cfg.check_every`` steps (and before the last), psnr/rel_l2 on the original scale are recorded;
     jets that meet the targets, or whose loss is non-finite, leave the batch with the parameters of
-    that forward pass.
+    that forward pass. ``loss_grad_fn`` (float32 only, see :func:`get_loss_grad`): on steps that record
+    no metrics, loss and gradients come from it in one call instead of ``forward_fn`` + autograd.
     """
     device = images.device
     n_jets = images.shape[0]
@@ -561,13 +588,19 @@ def train_batch(
 
     for step in range(cfg.max_steps):
         lr = cosine_lr(step, cfg.lr, cfg.t_max, cfg.eta_min)
-        leaves = [p.detach().requires_grad_(True) for p in params]
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            pred = forward_fn(coords, leaves[:n_w], leaves[n_w:])
-        loss = (pred.float() - act_target).square().mean(dim=(1, 2))  # (B,)
+        check = (step % cfg.check_every == 0) or step == cfg.max_steps - 1
+        grads = None
+        if loss_grad_fn is not None and not check:
+            with torch.no_grad():
+                loss, g_w, g_b = loss_grad_fn(coords, params[:n_w], params[n_w:], act_target)
+            grads = g_w + g_b
+        else:
+            leaves = [p.detach().requires_grad_(True) for p in params]
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                pred = forward_fn(coords, leaves[:n_w], leaves[n_w:])
+            loss = (pred.float() - act_target).square().mean(dim=(1, 2))  # (B,)
         hist[0, active, step] = loss.detach()
 
-        check = (step % cfg.check_every == 0) or step == cfg.max_steps - 1
         done: list[int] = []
         if check:
             with torch.no_grad():
@@ -582,7 +615,8 @@ def train_batch(
             retire(good, step, "reached")
             done = bad + good
 
-        grads = torch.autograd.grad((loss * scale).sum(), leaves)
+        if grads is None:
+            grads = torch.autograd.grad((loss * scale).sum(), leaves)
         with torch.no_grad():
             ok = torch.ones(len(active_list), dtype=torch.bool, device=device)
             if scaling:
@@ -821,7 +855,8 @@ def fit_chunk(
 
         bar = tqdm(total=cfg.max_steps, desc=f"jets {_fmt(indices, 3)}", unit="step", leave=False)
     try:
-        out = train_batch(flat, norm, seeds, cfg, coords, forward_fn, amp_dtype, bar)
+        loss_grad = get_loss_grad(cfg.model, cfg.backend, device, amp_dtype)
+        out = train_batch(flat, norm, seeds, cfg, coords, forward_fn, amp_dtype, bar, loss_grad)
     finally:
         if bar is not None:
             bar.close()
@@ -830,7 +865,10 @@ def fit_chunk(
     redo = np.flatnonzero(out.nonfinite)
     if redo.size:
         sub = subset_normaliser(norm, redo.tolist())
-        again = train_batch(flat[redo], sub, [seeds[i] for i in redo], cfg, coords, forward_fn, None, None)
+        loss_grad = get_loss_grad(cfg.model, cfg.backend, device, None)
+        again = train_batch(
+            flat[redo], sub, [seeds[i] for i in redo], cfg, coords, forward_fn, None, None, loss_grad
+        )
         for j, pos in enumerate(redo):
             for mine, theirs in zip(out.weights + out.biases, again.weights + again.biases, strict=True):
                 mine[pos] = theirs[j]
