@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-import torch
+
+from inr_fast.testing import skip_gpu_items
 
 
 def pytest_collect_file(file_path, parent):
@@ -15,16 +16,5 @@ def pytest_collect_file(file_path, parent):
     return None
 
 
-def _gpu_ready() -> bool:
-    import inr_fast
-
-    return torch.cuda.is_available() and inr_fast.cuda_built()
-
-
 def pytest_collection_modifyitems(config, items):
-    if _gpu_ready():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU and a CUDA build of inr_fast (make gpu-test)")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+    skip_gpu_items(items)

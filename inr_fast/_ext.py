@@ -56,3 +56,11 @@ def require_op(name: str):
         raise ExtensionMissingError(
             f"inr_fast: the compiled extension has no operator inr_fast::{name}; rebuild it ({BUILD_HINT})."
         ) from err
+
+
+def gpu_ready() -> bool:
+    """True when a CUDA device is visible AND the extension has its CUDA kernels (the `gpu` tests'
+    condition). Queries the device only when called, never at import."""
+    import torch
+
+    return torch.cuda.is_available() and cuda_built()
