@@ -320,3 +320,32 @@ def compute_all(
         put("lpips", lpips(th, t, cache_dir=cache_dir))
     out.update(observables.physics_metrics(th, t, channels=channels, threshold=threshold))
     return out
+
+
+# Quality levels of DESIGN.md, used by benchmarks and early stopping.
+Q1_PSNR, Q1_SSIM = 55.0, 0.997
+Q2_REL_L2, Q2_SUM_REL, Q2_MASS_REL = 0.05, 0.01, 0.02
+
+
+def quality_levels(x_hat, x, metrics: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Which jets meet each quality level: (B, H, W, 3) twice -> {"Q1": (B,) bool, "Q2": (B,) bool}.
+
+    Q1 (the seed's published level): psnr >= 55 dB and ssim >= 0.997.
+    Q2 (physics): rel_l2 <= 0.05, every channel's total within 1 % of the original's, and the
+    image-based jet mass within 2 %. A channel whose original total is 0 must stay within 1 % of the
+    jet's summed |total| over all channels (an empty Tracks channel must stay essentially empty).
+    ``metrics``: a :func:`compute_all` result for the same images, to avoid recomputing it.
+    """
+    th, t = _to_torch(x_hat), _to_torch(x)
+    if t.ndim == 3:
+        th, t = th[None], t[None]
+    m = compute_all(th, t, with_lpips=False) if metrics is None else metrics
+    s_hat = observables.channel_sums(th).detach().cpu().numpy()  # (B, C)
+    s = observables.channel_sums(t).detach().cpu().numpy()
+    floor = np.abs(s).sum(axis=-1, keepdims=True)
+    scale = np.where(s != 0, np.abs(s), floor)
+    sums_ok = np.all(np.abs(s_hat - s) <= Q2_SUM_REL * scale, axis=-1)
+    mass_err = np.nan_to_num(np.abs(m["jet_mass_rel_err"]), nan=np.inf)
+    q1 = (np.nan_to_num(m["psnr"], nan=-np.inf) >= Q1_PSNR) & (np.nan_to_num(m["ssim"], nan=-1) >= Q1_SSIM)
+    q2 = (np.nan_to_num(m["rel_l2"], nan=np.inf) <= Q2_REL_L2) & sums_ok & (mass_err <= Q2_MASS_REL)
+    return {"Q1": q1, "Q2": q2}

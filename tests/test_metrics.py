@@ -205,3 +205,37 @@ def test_metrics_on_cuda_match_cpu():
         got = fn(x_hatc, xc)
         assert got.is_cuda
         np.testing.assert_allclose(got.cpu().numpy(), fn(x_hat, x), rtol=1e-9)
+
+
+def _q_jet():
+    x = np.zeros((125, 125, 3))
+    x[60, 60] = [10.0, 4.0, 6.0]
+    x[60, 70] = [5.0, 0.0, 3.0]
+    x[75, 60, 0] = 2.0
+    return x
+
+
+def test_quality_levels_by_hand():
+    x = _q_jet()
+    exact = metrics.quality_levels(x, x)
+    assert exact["Q1"].tolist() == [True] and exact["Q2"].tolist() == [True]
+    # 0.5 % more energy everywhere: rel_l2 0.005, sums +0.5 %, mass +0.5 % -> Q2 holds
+    assert metrics.quality_levels(1.005 * x, x)["Q2"].tolist() == [True]
+    # 1.5 % more: channel totals off by 1.5 % > 1 % -> Q2 fails while rel_l2 = 0.015 <= 0.05
+    scaled = metrics.quality_levels(1.015 * x, x)
+    assert scaled["Q2"].tolist() == [False]
+    # moving one HCAL deposit by a pixel keeps the sums but changes rel_l2 (sqrt(2) * 4 / |x|) > 0.05
+    moved = x.copy()
+    moved[60, 60, 1], moved[61, 60, 1] = 0.0, 4.0
+    assert metrics.rel_l2(moved, x) > metrics.Q2_REL_L2
+    assert metrics.quality_levels(moved, x)["Q2"].tolist() == [False]
+    # an empty Tracks channel must stay (essentially) empty
+    x0 = x.copy()
+    x0[..., 2] = 0
+    spill = x0.copy()
+    spill[0, 0, 2] = 0.02 * np.abs(x0).sum()
+    assert metrics.quality_levels(x0, x0)["Q2"].tolist() == [True]
+    assert metrics.quality_levels(spill, x0)["Q2"].tolist() == [False]
+    # the all-zero prediction meets neither level
+    zero = metrics.quality_levels(np.zeros_like(x), x)
+    assert zero["Q1"].tolist() == [False] and zero["Q2"].tolist() == [False]
