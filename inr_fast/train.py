@@ -48,6 +48,9 @@ from inr_fast.reference import (
 )
 
 ForwardFn = Callable[[torch.Tensor, list[torch.Tensor], list[torch.Tensor]], torch.Tensor]
+# monitor(step, jet ids or batch positions (k,), reconstructions (k, N, 3)) -> (k,) bool "stop" or None
+Monitor = Callable[[int, np.ndarray, torch.Tensor], "np.ndarray | None"]
+BatchMonitor = Monitor
 
 BACKENDS = ("reference", "fused")
 NORMALISATIONS = ("channel_standardiser", "per_jet_max", "identity")
@@ -540,6 +543,7 @@ def train_batch(
     amp_dtype: torch.dtype | None,
     progress=None,
     loss_grad_fn: LossGradFn | None = None,
+    monitor: BatchMonitor | None = None,
 ) -> BatchOutcome:
     """Train B networks together, each on its own jet, from their per-jet initialisations.
 
@@ -552,6 +556,9 @@ def train_batch(
     jets that meet the targets, or whose loss is non-finite, leave the batch with the parameters of
     that forward pass. ``loss_grad_fn`` (float32 only, see :func:`get_loss_grad`): on steps that record
     no metrics, loss and gradients come from it in one call instead of ``forward_fn`` + autograd.
+    ``monitor(step, positions, recon)``: called on check steps with the batch positions (k,) of the
+    active jets and their reconstructions (k, N, 3) on the original scale; it may return a (k,) bool
+    array of jets that should stop now (counted as having reached their target).
     """
     device = images.device
     n_jets = images.shape[0]
@@ -604,11 +611,16 @@ def train_batch(
         done: list[int] = []
         if check:
             with torch.no_grad():
-                psnr, rel = psnr_rel_l2(act_norm.inverse(pred.detach().float()), act_images)
+                recon = act_norm.inverse(pred.detach().float())
+                psnr, rel = psnr_rel_l2(recon, act_images)
             hist[1, active, step] = psnr.float()
             hist[2, active, step] = rel.float()
             finite = torch.isfinite(loss).cpu().numpy()
             met = targets_met(psnr, rel, cfg).cpu().numpy()
+            if monitor is not None:
+                stop = monitor(step, np.asarray(active_list, dtype=np.int64), recon)
+                if stop is not None:
+                    met = met | np.asarray(stop, dtype=bool)
             bad = [int(i) for i in np.flatnonzero(~finite)]
             good = [int(i) for i in np.flatnonzero(met & finite)]
             retire(bad, step, "nonfinite")
@@ -816,6 +828,13 @@ def _fmt(indices: np.ndarray, limit: int = 8) -> str:
     return items + (f" and {len(indices) - limit} more" if len(indices) > limit else "")
 
 
+def _by_id(monitor: Monitor | None, ids: np.ndarray) -> BatchMonitor | None:
+    """The batch-position monitor that calls ``monitor`` with jet ids instead."""
+    if monitor is None:
+        return None
+    return lambda step, positions, recon: monitor(step, ids[positions], recon)
+
+
 def fit_chunk(
     images: np.ndarray,
     indices: Sequence[int],
@@ -824,11 +843,13 @@ def fit_chunk(
     device: torch.device,
     global_norm=None,
     progress: bool = False,
+    monitor: Monitor | None = None,
 ) -> FitResult:
     """Fit one batch of jets (k <= any size, trained together) and render their reconstructions.
 
     images (k, 125, 125, 3) float32 original values; indices (k,) their jet ids (seeds derive from
     them). Jets that go non-finite are retried together in float32; failures are stored as zeros.
+    ``monitor(step, ids, recon)``: see :func:`fit` (called with jet ids).
     """
     t0 = time.perf_counter()
     images = np.asarray(images, dtype=np.float32)
@@ -856,7 +877,9 @@ def fit_chunk(
         bar = tqdm(total=cfg.max_steps, desc=f"jets {_fmt(indices, 3)}", unit="step", leave=False)
     try:
         loss_grad = get_loss_grad(cfg.model, cfg.backend, device, amp_dtype)
-        out = train_batch(flat, norm, seeds, cfg, coords, forward_fn, amp_dtype, bar, loss_grad)
+        out = train_batch(
+            flat, norm, seeds, cfg, coords, forward_fn, amp_dtype, bar, loss_grad, _by_id(monitor, indices)
+        )
     finally:
         if bar is not None:
             bar.close()
@@ -867,8 +890,9 @@ def fit_chunk(
         sub = subset_normaliser(norm, redo.tolist())
         loss_grad = get_loss_grad(cfg.model, cfg.backend, device, None)
         again = train_batch(
-            flat[redo], sub, [seeds[i] for i in redo], cfg, coords, forward_fn, None, None, loss_grad
-        )
+            flat[redo], sub, [seeds[i] for i in redo], cfg, coords, forward_fn, None, None, loss_grad,
+            _by_id(monitor, indices[redo]),
+        )  # fmt: skip
         for j, pos in enumerate(redo):
             for mine, theirs in zip(out.weights + out.biases, again.weights + again.biases, strict=True):
                 mine[pos] = theirs[j]
@@ -930,6 +954,7 @@ def fit(
     normaliser=None,
     indices: Sequence[int] | None = None,
     progress: bool = False,
+    monitor: Monitor | None = None,
     **overrides,
 ) -> FitResult:
     """Fit one INR per jet: the Python API beside ``inr-fast fit``.
@@ -941,6 +966,10 @@ def fit(
     normaliser: the run-wide normaliser to use (default: fitted on ``images`` for
     ``channel_standardiser``); indices: jet ids (default 0..k-1), which seed each jet's initialisation
     (jet_seed(seed, id)), so a jet fitted alone with its id equals the same jet fitted in a batch.
+    monitor: ``monitor(step, ids (k,), recon (k, N, 3))`` is called every ``check_every`` steps with
+    the ids of the jets still training and their reconstructions on the original scale (GeV, pixel
+    order of :func:`inr_fast.data.pixel_grid`); it may return a (k,) bool array of jets to stop now
+    (e.g. a quality level reached; :mod:`inr_fast.bench` uses it). None: no monitoring.
     Returns a :class:`FitResult` with reconstructions, parameters and histories.
     """
     if isinstance(images, torch.Tensor):
@@ -963,7 +992,7 @@ def fit(
     parts = []
     for start in range(0, len(images), cfg.batch_size):
         sl = slice(start, start + cfg.batch_size)
-        parts.append(fit_chunk(images[sl], ids[sl], cfg, seed, dev, normaliser, progress))
+        parts.append(fit_chunk(images[sl], ids[sl], cfg, seed, dev, normaliser, progress, monitor))
     return FitResult.concat(parts)
 
 

@@ -358,3 +358,34 @@ def test_fused_mse_step_path_equals_the_reference_step_by_step(monkeypatch):
     assert train.get_loss_grad(FAST.model, "fused", torch.device("cpu"), torch.bfloat16) is None
     assert train.get_loss_grad(FAST.model, "reference", torch.device("cpu"), None) is None
     assert train.get_loss_grad(FAST.model, "fused", torch.device("cuda"), None) is None
+
+
+def test_monitor_sees_reconstructions_and_can_stop_jets():
+    images = make_jets(3, seed=5)
+    calls = []
+
+    def monitor(step, ids, recon):
+        calls.append((step, ids.tolist()))
+        # the monitor gets the reconstructions of this forward pass, on the original scale
+        assert recon.shape == (len(ids), 125 * 125, 3)
+        seen[tuple(ids.tolist())] = recon.detach().clone()
+        return np.isin(ids, [11]) & (step >= 10)  # stop jet id 11 at step 10
+
+    seen = {}
+    res = fit(
+        images,
+        "compact",
+        indices=[10, 11, 12],
+        max_steps=25,
+        check_every=5,
+        target_rel_l2=None,
+        monitor=monitor,
+        **TINY,
+    )
+    assert calls[:3] == [(0, [10, 11, 12]), (5, [10, 11, 12]), (10, [10, 11, 12])]
+    assert (15, [10, 12]) in calls  # jet 11 left the batch
+    assert res.n_steps.tolist() == [25, 10, 25]
+    assert res.reached_target.tolist() == [False, True, False]
+    # the stopped jet keeps the parameters of the forward pass the monitor judged
+    recon11 = seen[(10, 11, 12)][1].reshape(125, 125, 3).numpy()
+    np.testing.assert_allclose(res.reconstructions[1], recon11, rtol=1e-5, atol=1e-5)
