@@ -16,3 +16,12 @@ def pytest_collection_modifyitems(config, items):
 def _seed_everything():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny problems on shared cores: one intra-op thread avoids OpenMP spin contention."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

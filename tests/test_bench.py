@@ -12,13 +12,7 @@ import torch
 from inr_fast import bench
 from inr_fast.reference import ModelSpec, bytes_per_jet
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _sparse_jet(seed=0, n=300):

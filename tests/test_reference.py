@@ -24,14 +24,7 @@ from inr_fast.reference import (
     spec_forward,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny problems on shared cores: one intra-op thread avoids OpenMP spin contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _coords(n: int = 97, dtype=torch.float64) -> torch.Tensor:

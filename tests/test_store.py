@@ -13,33 +13,16 @@ from inr_fast.cli import main
 from inr_fast.data import pixel_grid
 from inr_fast.errors import ConfigError, DataError, OutputExistsError
 from inr_fast.reference import PEMLP
+from inr_fast.testing import gaussian_jets
 from inr_fast.train import FitCommand, fit_run
 
 TINY = ["--max-steps", "6"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny problems on shared cores: one intra-op thread avoids OpenMP spin contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def make_jets(n: int, seed: int = 0) -> np.ndarray:
-    """n sparse jets: three Gaussian deposits per channel near the centre, values < 0.05 zeroed."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:125, 0:125]
-    images = np.zeros((n, 125, 125, 3), np.float32)
-    for j in range(n):
-        for c in range(3):
-            for _ in range(3):
-                cy, cx = rng.uniform(45, 80, size=2)
-                s, e = rng.uniform(3, 8), rng.exponential(20.0)
-                images[j, :, :, c] += e * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s * s))
-    images[images < 0.05] = 0
-    return images
+make_jets = gaussian_jets
 
 
 @pytest.fixture
