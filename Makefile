@@ -82,6 +82,7 @@ gpu-test:
 	INR_FAST_FORCE_CUDA=1 $(PYTHON) setup.py --quiet build_ext --inplace
 	$(PYTHON) -m pytest -q -m gpu $(GPU_TESTS)
 	compute-sanitizer --tool memcheck --error-exitcode 1 $(PYTHON) -m inr_fast.gpu_smoke
+	mkdir -p benchmarks/results
 	$(PYTHON) -m pytest -q benchmarks --benchmark-only --benchmark-json=benchmarks/results/gpu.json -m gpu
 
 bench: build
