@@ -46,6 +46,7 @@ from inr_fast.reference import (
     param_count,
     spec_forward,
 )
+from inr_fast.solve import match_channel_sums
 
 ForwardFn = Callable[[torch.Tensor, list[torch.Tensor], list[torch.Tensor]], torch.Tensor]
 # monitor(step, jet ids or batch positions (k,), reconstructions (k, N, 3)) -> (k,) bool "stop" or None
@@ -53,7 +54,8 @@ Monitor = Callable[[int, np.ndarray, torch.Tensor], "np.ndarray | None"]
 BatchMonitor = Monitor
 
 BACKENDS = ("reference", "fused")
-NORMALISATIONS = ("channel_standardiser", "per_jet_max", "identity")
+NORMALISATIONS = ("channel_standardiser", "asinh_standardiser", "per_jet_max", "identity")
+TARGET_LEVELS = ("Q1", "Q2")
 AMP_MODES = ("auto", "off", "fp16", "bf16")
 KEEP = object()  # "not given" for arguments where None has a meaning
 
@@ -66,7 +68,10 @@ class FitConfig:
 
     model: the network (:class:`inr_fast.reference.ModelSpec`).
     normalisation: ``channel_standardiser`` (global per-channel mean/std over the fitted jets, the seed's),
-        ``per_jet_max`` (each jet divided by its max |value|, zeros stay zero) or ``identity``.
+        ``asinh_standardiser`` (asinh(x / intensity_scale), then the global per-channel mean/std of
+        those values: compresses the heavy tail), ``per_jet_max`` (each jet divided by its max |value|,
+        zeros stay zero) or ``identity``.
+    intensity_scale: the scale s (GeV) of ``asinh_standardiser`` (ignored by the others).
     lr, weight_decay, betas, eps: AdamW (PyTorch's decoupled weight decay), per-jet moments.
     max_steps: optimiser steps per jet at most; schedule_steps: T_max of the cosine annealing
         lr(t) = eta_min + (lr - eta_min) (1 + cos(pi min(t, T) / T)) / 2 (``None``: T = max_steps).
@@ -75,6 +80,12 @@ class FitConfig:
     target_psnr (dB), target_rel_l2: per-jet early stopping, on the original (GeV) scale, checked
         every ``check_every`` steps; a jet stops when every given target is met. The metrics are
         also recorded every ``check_every`` steps, targets or not.
+    target_level: ``Q1`` or ``Q2`` (DESIGN.md, :func:`inr_fast.metrics.quality_levels` on the original
+        scale) as one more early-stopping target, checked every ``check_every`` steps (Q2 is cheap:
+        rel_l2, channel totals, jet mass; Q1 computes SSIM).
+    sum_correction: on every check step and after the last step, shift each jet's output bias per
+        channel (:func:`inr_fast.solve.match_channel_sums`) so that the channel totals of the
+        reconstruction equal the original's; the shift is stored in the parameters.
     batch_size: jets trained together (one run-directory chunk each); finished jets leave the batch.
     backend: ``reference`` (pure PyTorch) or ``fused`` (the compiled kernels, pe_relu only).
     """
@@ -95,6 +106,9 @@ class FitConfig:
     check_every: int = 10
     batch_size: int = 16
     backend: str = "reference"
+    intensity_scale: float = 1.0
+    target_level: str | None = None
+    sum_correction: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, ModelSpec):
@@ -103,6 +117,12 @@ class FitConfig:
             raise ConfigError(f"normalisation must be one of {NORMALISATIONS}, got {self.normalisation!r}")
         if self.amp not in AMP_MODES:
             raise ConfigError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
+        if self.target_level is not None and self.target_level not in TARGET_LEVELS:
+            raise ConfigError(
+                f"target_level must be one of {TARGET_LEVELS} or None, got {self.target_level!r}"
+            )
+        if not (isinstance(self.intensity_scale, int | float) and 0 < self.intensity_scale < math.inf):
+            raise ConfigError(f"intensity_scale must be positive and finite, got {self.intensity_scale!r}")
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         for name in ("max_steps", "check_every", "batch_size"):
@@ -131,7 +151,7 @@ class FitConfig:
 
     @property
     def has_target(self) -> bool:
-        return self.target_psnr is not None or self.target_rel_l2 is not None
+        return self.target_psnr is not None or self.target_rel_l2 is not None or self.target_level is not None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -362,6 +382,31 @@ def targets_met(psnr: torch.Tensor, rel_l2: torch.Tensor, cfg: FitConfig) -> tor
     return met
 
 
+def level_met(
+    recon: torch.Tensor, images: torch.Tensor, level: str, rel_l2: torch.Tensor | None = None
+) -> np.ndarray:
+    """(B,) bool: :func:`inr_fast.metrics.quality_levels` ``[level]`` of recon against images, both
+    (B, N, 3) on the original scale in the pixel order of :func:`inr_fast.data.pixel_grid`
+    (N = 125^2). For Q2 only rel_l2 (given, or computed), channel totals and jet mass are computed."""
+    from inr_fast import observables
+    from inr_fast.metrics import quality_levels
+
+    shape = (-1, IMAGE_SIZE, IMAGE_SIZE, N_CHANNELS)
+    x_hat, x = recon.detach().double().cpu().reshape(shape), images.detach().double().cpu().reshape(shape)
+    if level != "Q2":
+        return np.asarray(quality_levels(x_hat, x)[level], dtype=bool)
+    if rel_l2 is None:
+        rel_l2 = psnr_rel_l2(x_hat.flatten(1, 2), x.flatten(1, 2))[1]
+    nan = np.full(len(x), np.nan)
+    metrics = {
+        "psnr": nan,
+        "ssim": nan,
+        "rel_l2": rel_l2.detach().double().cpu().numpy(),
+        "jet_mass_rel_err": observables.jet_mass_rel_err(x_hat, x).numpy(),
+    }
+    return np.asarray(quality_levels(x_hat, x, metrics=metrics)["Q2"], dtype=bool)
+
+
 # ------------------------------------------------------------------------------------------ devices, backends
 
 
@@ -473,11 +518,22 @@ def check_forward(forward_fn: ForwardFn, spec: ModelSpec, backend: str, device: 
 # ------------------------------------------------------------------------------------------ normalisers
 
 
-def fit_normaliser(kind: str, images=None, jetfile=None, indices=None, chunk_size: int = 64):
+def fit_normaliser(
+    kind: str, images=None, jetfile=None, indices=None, chunk_size: int = 64, intensity_scale: float = 1.0
+):
     """The run-wide normaliser of ``kind`` (None for per-jet kinds, whose scales live with each jet):
-    ``channel_standardiser`` is fitted on ``images`` (k, 125, 125, 3) or streamed from ``jetfile``."""
-    from inr_fast.data import ChannelStandardiser, Identity
+    ``channel_standardiser`` is fitted on ``images`` (k, 125, 125, 3) or streamed from ``jetfile``;
+    ``asinh_standardiser`` is ``Compose([IntensityTransform("asinh", intensity_scale), s])`` with s the
+    ChannelStandardiser of the transformed values, fitted the same way."""
+    from inr_fast.data import ChannelStandardiser, Compose, Identity, IntensityTransform, channel_moments
 
+    if kind == "asinh_standardiser":
+        pre = IntensityTransform("asinh", intensity_scale)
+        if images is not None:
+            std = ChannelStandardiser.from_moments(channel_moments(images, pre=pre))
+        else:
+            std = ChannelStandardiser.fit(jetfile, indices, chunk_size, pre=pre)
+        return Compose([pre, std])
     if kind == "channel_standardiser":
         if images is not None:
             return ChannelStandardiser.from_images(images)
@@ -582,11 +638,13 @@ def train_batch(
     nonfinite = np.zeros(n_jets, dtype=bool)
     act_norm, act_images, act_target = norm, images, target
 
-    def retire(positions_in_batch: list[int], step: int, why: str) -> None:
+    def retire(positions_in_batch: list[int], step: int, why: str, shift: torch.Tensor | None = None) -> None:
         for pos in positions_in_batch:
             jet = active_list[pos]
             for i, p in enumerate(params):
                 final[i][jet] = p[pos].detach().to("cpu", copy=True)
+            if shift is not None:  # the sum correction, folded into the output bias
+                final[-1][jet] = (final[-1][jet].double() + shift[pos].cpu()).to(final[-1][jet].dtype)
             n_steps[jet] = step
             if why == "reached":
                 reached[jet] = True
@@ -611,12 +669,20 @@ def train_batch(
         done: list[int] = []
         if check:
             with torch.no_grad():
-                recon = act_norm.inverse(pred.detach().float())
+                out_vals = pred.detach().float()
+                shift = None
+                if cfg.sum_correction:
+                    shift = match_channel_sums(out_vals, act_norm.inverse, act_images.double().sum(dim=1))
+                    out_vals = (out_vals.double() + shift.unsqueeze(1)).float()
+                recon = act_norm.inverse(out_vals)
                 psnr, rel = psnr_rel_l2(recon, act_images)
             hist[1, active, step] = psnr.float()
             hist[2, active, step] = rel.float()
             finite = torch.isfinite(loss).cpu().numpy()
             met = targets_met(psnr, rel, cfg).cpu().numpy()
+            if cfg.target_level is not None and met.any():
+                sel = np.flatnonzero(met)
+                met[sel] &= level_met(recon[sel], act_images[sel], cfg.target_level, rel[sel])
             if monitor is not None:
                 stop = monitor(step, np.asarray(active_list, dtype=np.int64), recon)
                 if stop is not None:
@@ -624,7 +690,7 @@ def train_batch(
             bad = [int(i) for i in np.flatnonzero(~finite)]
             good = [int(i) for i in np.flatnonzero(met & finite)]
             retire(bad, step, "nonfinite")
-            retire(good, step, "reached")
+            retire(good, step, "reached", shift)
             done = bad + good
 
         if grads is None:
@@ -666,7 +732,12 @@ def train_batch(
         with torch.no_grad():
             finite = torch.stack([torch.isfinite(p).flatten(1).all(dim=1) for p in params]).all(dim=0)
         finite = finite.cpu().numpy()
-        retire([i for i in range(len(active_list)) if finite[i]], cfg.max_steps, "max_steps")
+        shift = None
+        if cfg.sum_correction:
+            with torch.no_grad():
+                out_vals = forward_fn(coords, params[:n_w], params[n_w:]).float()
+                shift = match_channel_sums(out_vals, act_norm.inverse, act_images.double().sum(dim=1))
+        retire([i for i in range(len(active_list)) if finite[i]], cfg.max_steps, "max_steps", shift)
         retire([i for i in range(len(active_list)) if not finite[i]], cfg.max_steps, "nonfinite")
     h = hist.cpu().numpy()
     return BatchOutcome(
@@ -988,7 +1059,7 @@ def fit(
         raise ConfigError(f"indices must give one id per jet ({len(images)}), got shape {ids.shape}")
     check_forward(get_forward(cfg.model, cfg.backend), cfg.model, cfg.backend, dev)
     if normaliser is None:
-        normaliser = fit_normaliser(cfg.normalisation, images=images)
+        normaliser = fit_normaliser(cfg.normalisation, images=images, intensity_scale=cfg.intensity_scale)
     parts = []
     for start in range(0, len(images), cfg.batch_size):
         sl = slice(start, start + cfg.batch_size)
@@ -1124,7 +1195,9 @@ def fit_run(cmd: FitCommand) -> str:
         if existing is not None and existing.normaliser is not None:
             normaliser = existing.normaliser
         else:
-            normaliser = fit_normaliser(cfg.normalisation, jetfile=jf, indices=indices)
+            normaliser = fit_normaliser(
+                cfg.normalisation, jetfile=jf, indices=indices, intensity_scale=cfg.intensity_scale
+            )
         run_cfg = replace(run_cfg, normaliser=normaliser)
         store.write_config(run, run_cfg)
         forward_fn = get_forward(cfg.model, cfg.backend)

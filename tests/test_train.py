@@ -389,3 +389,56 @@ def test_monitor_sees_reconstructions_and_can_stop_jets():
     # the stopped jet keeps the parameters of the forward pass the monitor judged
     recon11 = seen[(10, 11, 12)][1].reshape(125, 125, 3).numpy()
     np.testing.assert_allclose(res.reconstructions[1], recon11, rtol=1e-5, atol=1e-5)
+
+
+def test_asinh_standardiser_is_the_composed_normaliser_fitted_on_the_images():
+    from inr_fast.data import ChannelStandardiser, Compose, IntensityTransform, channel_moments
+
+    images = make_jets(2, seed=3)
+    norm = train.fit_normaliser("asinh_standardiser", images=images, intensity_scale=0.5)
+    pre = IntensityTransform("asinh", 0.5)
+    assert norm == Compose([pre, ChannelStandardiser.from_moments(channel_moments(images, pre=pre))])
+    v = norm.forward(images)
+    np.testing.assert_allclose(v.reshape(-1, 3).mean(axis=0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(norm.inverse(v), images, rtol=1e-4, atol=1e-5)
+
+
+def test_sum_correction_stores_parameters_that_reproduce_the_channel_totals():
+    images = make_jets(2, seed=4)
+    kw = dict(device="cpu", max_steps=12, check_every=5, target_rel_l2=None, **TINY)
+    for normalisation in ("channel_standardiser", "asinh_standardiser"):
+        plain = fit(images, "fast", normalisation=normalisation, intensity_scale=0.1, **kw)
+        res = fit(images, "fast", normalisation=normalisation, intensity_scale=0.1, sum_correction=True, **kw)
+        sums = images.reshape(2, -1, 3).sum(axis=1, dtype=np.float64)
+        got = res.reconstructions.reshape(2, -1, 3).sum(axis=1, dtype=np.float64)
+        np.testing.assert_allclose(got, sums, rtol=1e-4)
+        assert not np.allclose(plain.reconstructions.reshape(2, -1, 3).sum(axis=1), sums, rtol=1e-3)
+        # only the output bias moved: the hidden layers are those of the uncorrected fit
+        for a, b in zip(res.weights, plain.weights, strict=True):
+            torch.testing.assert_close(a, b)
+        np.testing.assert_array_equal(res.reconstructions[1], res.render(1))
+
+
+def test_target_level_q2_stops_on_the_physics_predicate(monkeypatch):
+    from inr_fast.metrics import quality_levels
+
+    images = make_jets(2, seed=6)
+    recon = torch.from_numpy(images.reshape(2, -1, 3)).clone()
+    recon[1] *= 1.03  # every total off by 3 %
+    got = train.level_met(recon, torch.from_numpy(images.reshape(2, -1, 3)), "Q2")
+    np.testing.assert_array_equal(got, quality_levels(recon.reshape(2, 125, 125, 3).numpy(), images)["Q2"])
+    assert got.tolist() == [True, False]
+    calls = []
+
+    def fake_level(recon, imgs, level, rel=None):  # the predicate holds from the third check on
+        calls.append((level, len(recon)))
+        return np.full(len(recon), len(calls) >= 3)
+
+    monkeypatch.setattr(train, "level_met", fake_level)
+    res = fit(images, "fast", device="cpu", max_steps=30, check_every=5, target_rel_l2=None,
+              target_level="Q2", **TINY)  # fmt: skip
+    assert calls == [("Q2", 2)] * 3 and res.n_steps.tolist() == [10, 10] and res.reached_target.all()
+    with pytest.raises(ConfigError, match="target_level"):
+        FAST.with_overrides(target_level="Q9")
+    new = ("intensity_scale", "target_level", "sum_correction")  # configs written before these load
+    assert FitConfig.from_dict({k: v for k, v in SEED.to_dict().items() if k not in new}) == SEED
