@@ -192,13 +192,20 @@ class Method:
 
 def default_methods(quick: bool) -> list[Method]:
     """The seed baseline (reference backend, its own schedule) and the presets built to beat it."""
-    seed_cap = 300 if quick else 1500
-    cap = {"max_steps": 600} if quick else {}  # quick: shorter runs (and cosine schedules)
+    seed_cap = 200 if quick else 1500
+    cap = {"max_steps": 300} if quick else {}  # quick: shorter runs (and cosine schedules)
     return [
         Method("seed", "seed", "reference", {"max_steps": seed_cap, "schedule_steps": 10_000}),
         Method("fast", "fast", "fused", cap),
-        Method("compact", "compact", "fused", cap),
+        Method("compact", "compact", "fused" if _fused_width("compact") else "reference", cap),
     ]
+
+
+def _fused_width(preset: str) -> bool:
+    """Whether the preset's network has a width the fused kernels support."""
+    from inr_fast.train import get_preset
+
+    return get_preset(preset).model.width in (16, 32, 64, 128)
 
 
 class LevelMonitor:
@@ -368,10 +375,15 @@ def bench(cmd: BenchCommand) -> dict:
         for name, sim_seed, pt_min, pt_max in sets:
             images = _jet_set(sim_seed, pt_min, pt_max, cmd.n_jets)
             methods = default_methods(cmd.quick)
+            print(f"bench: set {name}, seed recipe on {cmd.seed_jets} jets ...", flush=True)
             seed_run = run_method(methods[0], images[: cmd.seed_jets], cmd.device, stop_level=None)
             seed = seed_level_times(seed_run)
             seed["bytes_per_jet"] = int(bytes_per_jet(get_preset("seed").model))
-            rows = [run_method(m, images, cmd.device, stop_level=lv) for m in methods[1:] for lv in LEVELS]
+            rows = []
+            for m in methods[1:]:
+                for lv in LEVELS:
+                    print(f"bench: set {name}, {m.name} ({m.backend}) to {lv} ...", flush=True)
+                    rows.append(run_method(m, images, cmd.device, stop_level=lv))
             result["jet_sets"][name] = {
                 "simulation": {"seed": sim_seed, "pt_min": pt_min, "pt_max": pt_max, "n": len(images)},
                 "storage": storage_baselines(images),
