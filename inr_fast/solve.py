@@ -20,7 +20,8 @@ def match_channel_sums(
     values: torch.Tensor,
     inverse: InverseFn,
     totals: torch.Tensor,
-    iters: int = 12,
+    iters: int = 60,
+    max_step: float = 1.0,
     rtol: float = 1e-9,
 ) -> torch.Tensor:
     """The output-bias shifts delta (B, C) with sum_n inverse(values + delta)[b, n, c] = totals[b, c].
@@ -29,8 +30,10 @@ def match_channel_sums(
     increasing inverse normalisation of B jets ((B, N, C) -> (B, N, C), e.g. a normaliser's
     ``inverse``); totals (B, C): the original per-channel sums (GeV). Newton's method in float64 on
     each (jet, channel) independently, starting from 0, with derivatives from autograd (the Jacobian
-    is diagonal because ``inverse`` is elementwise); stops after ``iters`` steps or when every
-    residual is within ``rtol`` x (|total| + 1). Entries whose iteration goes non-finite are 0.
+    is diagonal because ``inverse`` is elementwise), each step clamped to ``max_step`` in magnitude
+    (an exponential-like inverse far from the root would otherwise overshoot); stops after ``iters``
+    steps or when every residual is within ``rtol`` x (|total| + 1). Entries whose iteration goes
+    non-finite are 0.
     Returns delta (B, C) float64 on the device of ``values``.
     """
     if values.ndim != 3 or totals.shape != (values.shape[0], values.shape[2]):
@@ -48,6 +51,6 @@ def match_channel_sums(
         resid = sums.detach() - target
         if bool((resid.abs() <= rtol * (target.abs() + 1.0)).all()):
             break
-        step = torch.where(slope > 0, resid / slope, torch.zeros_like(resid))
+        step = torch.where(slope > 0, resid / slope, torch.zeros_like(resid)).clamp(-max_step, max_step)
         delta = delta - step
     return torch.where(torch.isfinite(delta), delta, torch.zeros_like(delta))

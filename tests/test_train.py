@@ -442,3 +442,15 @@ def test_target_level_q2_stops_on_the_physics_predicate(monkeypatch):
         FAST.with_overrides(target_level="Q9")
     new = ("intensity_scale", "target_level", "sum_correction")  # configs written before these load
     assert FitConfig.from_dict({k: v for k, v in SEED.to_dict().items() if k not in new}) == SEED
+
+
+def test_fast_q2_config_end_to_end():
+    images = make_jets(2, seed=6)
+    res = fit(images, train.FAST_Q2, device="cpu", seed=0, max_steps=3, **TINY)
+    assert res.config.normalisation == "asinh_standardiser" and res.config.sum_correction
+    sums = images.reshape(2, -1, 3).sum(axis=1, dtype=np.float64)
+    np.testing.assert_allclose(
+        res.reconstructions.reshape(2, -1, 3).sum(axis=1, dtype=np.float64), sums, rtol=1e-4
+    )
+    np.testing.assert_array_equal(res.reconstructions[1], res.render(1))
+    assert FitConfig.from_dict(train.FAST_Q2.to_dict()) == train.FAST_Q2
