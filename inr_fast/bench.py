@@ -268,6 +268,7 @@ def run_method(method: Method, images: np.ndarray, device: str, stop_level: str 
         device=device,
         target_psnr=None,
         target_rel_l2=None,
+        target_level=None,
         monitor=monitor,
         **method.overrides,
     )

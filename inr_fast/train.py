@@ -223,29 +223,6 @@ is not needed in float32. No early stopping unless a target is given.""",
 FAST = FitConfig(
     name="fast",
     model=ModelSpec(kind="pe_relu", n_freqs=10, width=64, depth=3),
-    normalisation="channel_standardiser",
-    lr=1e-2,
-    weight_decay=0.0,
-    max_steps=2_000,
-    schedule_steps=None,
-    amp="auto",
-    target_rel_l2=0.05,
-    check_every=10,
-    batch_size=64,
-)
-object.__setattr__(
-    FAST,
-    "__doc__",
-    """Best time to quality (a first guess; the speed issue tunes it): L = 10, 3 hidden layers
-of 64, global per-channel mean/std (as the seed; on simulated jets it fits the sparse peaks far
-better than per-jet max scaling, which stalled at rel_l2 ~ 1), AdamW lr 1e-2 without weight
-decay, cosine over 2,000 steps, early stop at rel_l2 <= 0.05 (the Q2 level of DESIGN.md) checked
-every 10 steps.""",
-)
-
-FAST_Q2 = FitConfig(
-    name="fast_q2",
-    model=ModelSpec(kind="pe_relu", n_freqs=10, width=64, depth=3),
     normalisation="asinh_standardiser",
     intensity_scale=0.02,
     lr=1e-2,
@@ -259,16 +236,17 @@ FAST_Q2 = FitConfig(
     batch_size=64,
 )
 object.__setattr__(
-    FAST_Q2,
+    FAST,
     "__doc__",
-    """Candidate replacement of ``fast`` (not registered in PRESETS yet: tests/test_store.py reads the
-fast run's normaliser as a ChannelStandardiser). L = 10, 3 hidden layers of 64, trained on
+    """Best time to the physics level Q2 (measured, not final: the speed issue keeps tuning it).
+L = 10, 3 hidden layers of 64, trained on
 asinh(x / 0.02 GeV) standardised per channel (rel_l2 in GeV falls to ~0.05 in 300-400 steps where
 linear standardisation stalls near 0.1), AdamW lr 1e-2 without weight decay, cosine over 600 steps;
 on every check (every 20 steps) each channel's output bias is shifted (Newton,
 :func:`inr_fast.solve.match_channel_sums`) so the channel totals in GeV are exact (asinh alone biases
 them by 5-35 %), and a jet stops as soon as Q2 holds. Measured with fit(), fused backend, 2-core AMD
-EPYC shared with another job, 8 simulated jets (seed 101), batch 8, same run: ``fast`` 0/8 at Q2
+EPYC shared with another job, 8 simulated jets (seed 101), batch 8, same run: the previous ``fast``
+(linear per-channel standardisation, rel_l2 stop) 0/8 at Q2
 after 600 steps (median rel_l2 0.118, 22.2 s/jet); this config 7/8 at Q2, median 270 steps, median
 rel_l2 0.033, 11.1 s/jet; 11,267 parameters, 45,068 bytes per jet (float32).""",
 )
@@ -1050,6 +1028,7 @@ def fit(
     seed: int = 0,
     target_psnr: float | None | object = KEEP,
     target_rel_l2: float | None | object = KEEP,
+    target_level: str | None | object = KEEP,
     max_steps: int | None = None,
     batch_size: int | None = None,
     normaliser=None,
@@ -1063,7 +1042,8 @@ def fit(
     images: (k, 125, 125, 3) or one (125, 125, 3) jet, numpy or torch, original (GeV) values.
     preset: ``seed``, ``fast``, ``compact`` or a :class:`FitConfig`; keyword overrides (``backend``,
     ``max_steps``, ``batch_size``, ``lr``, ``width``, ...; unknown keys refused; None keeps the preset's
-    value). ``target_psnr`` / ``target_rel_l2``: a number sets the target, None removes the preset's.
+    value). ``target_psnr`` / ``target_rel_l2`` / ``target_level`` ("Q1", "Q2"): a value sets the target,
+    None removes the preset's.
     normaliser: the run-wide normaliser to use (default: fitted on ``images`` for
     ``channel_standardiser``); indices: jet ids (default 0..k-1), which seed each jet's initialisation
     (jet_seed(seed, id)), so a jet fitted alone with its id equals the same jet fitted in a batch.
@@ -1081,7 +1061,7 @@ def fit(
     cfg = get_preset(preset).with_overrides(
         backend=backend, max_steps=max_steps, batch_size=batch_size, **overrides
     )
-    targets = {"target_psnr": target_psnr, "target_rel_l2": target_rel_l2}
+    targets = {"target_psnr": target_psnr, "target_rel_l2": target_rel_l2, "target_level": target_level}
     cfg = replace(cfg, **{k: v for k, v in targets.items() if v is not KEEP})
     dev = resolve_device(device)
     ids = np.arange(len(images), dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64)
@@ -1114,6 +1094,7 @@ class FitCommand:
     seed: int = 0
     target_psnr: float | None = None
     target_rel_l2: float | None = None
+    target_level: str | None = None
     max_steps: int | None = None
     batch_size: int | None = None
     channels_first: bool = False
@@ -1126,6 +1107,7 @@ class FitCommand:
             backend=self.backend,
             target_psnr=self.target_psnr,
             target_rel_l2=self.target_rel_l2,
+            target_level=self.target_level,
             max_steps=self.max_steps,
             batch_size=self.batch_size,
         )
@@ -1155,6 +1137,12 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--target-rel-l2", type=float, default=None, metavar="X", help="stop a jet at this rel. L2"
     )
+    parser.add_argument(
+        "--target-level",
+        choices=("Q1", "Q2"),
+        default=None,
+        help="stop a jet once this quality level of DESIGN.md holds (Q2: rel_l2, channel totals, mass)",
+    )
     parser.add_argument("--max-steps", type=int, default=None, metavar="N", help="steps per jet at most")
     parser.add_argument("--batch-size", type=int, default=None, metavar="JETS", help="jets trained together")
     parser.add_argument("--channels-first", action="store_true", help="the file stores (N, 3, 125, 125)")
@@ -1177,6 +1165,7 @@ def run_fit(args: argparse.Namespace) -> int:
         seed=args.seed,
         target_psnr=args.target_psnr,
         target_rel_l2=args.target_rel_l2,
+        target_level=args.target_level,
         max_steps=args.max_steps,
         batch_size=args.batch_size,
         channels_first=args.channels_first,
