@@ -9,8 +9,7 @@ VENV_PY := $(VENV)/bin/python
 PYTHON ?= $(VENV_PY)
 DEMO ?= demo
 DEMO_N ?= 40
-DEMO_FIT_N ?= 8
-DEMO_STEPS ?= 400
+DEMO_FIT_N ?= 20
 # Build CUDA kernels whenever a toolkit is present (no GPU needed to compile them).
 ifneq ($(wildcard /usr/local/cuda/bin/nvcc),)
 export CUDA_HOME ?= /usr/local/cuda
@@ -69,7 +68,7 @@ demo: build weights
 	$(VENV)/bin/inr-fast show $(DEMO)/jets.h5 --index 0 --out $(DEMO)/jet0.png --overwrite
 	$(VENV)/bin/inr-fast show $(DEMO)/jets.h5 --mean --out $(DEMO)/mean.png --overwrite
 	$(VENV)/bin/inr-fast fit $(DEMO)/jets.h5 --out $(DEMO)/run --preset fast --backend fused \
-	  --n $(DEMO_FIT_N) --max-steps $(DEMO_STEPS) --overwrite
+	  --n $(DEMO_FIT_N) --overwrite
 	$(VENV)/bin/inr-fast render $(DEMO)/run --index 0 --resolution 375 --out $(DEMO)/render375.png --overwrite
 	$(VENV)/bin/inr-fast evaluate $(DEMO)/run --overwrite | tee $(DEMO)/evaluate.txt
 	$(VENV)/bin/inr-fast report $(DEMO)/run --overwrite
