@@ -12,6 +12,7 @@ from torch import nn
 
 import inr_fast.train as train
 from inr_fast.errors import ConfigError, InrFastError
+from inr_fast.testing import gaussian_jets
 from inr_fast.train import (
     COMPACT,
     FAST,
@@ -27,29 +28,10 @@ from inr_fast.train import (
 TINY = {"n_freqs": 5, "width": 16, "depth": 2}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny problems on shared cores: one intra-op thread avoids OpenMP spin contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def make_jets(n: int, seed: int = 0) -> np.ndarray:
-    """n jets (n, 125, 125, 3): three Gaussian deposits per channel near the centre, exponential
-    energies, values below 0.05 GeV zeroed (sparse, ~85 % zeros), learnable by tiny networks."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:125, 0:125]
-    images = np.zeros((n, 125, 125, 3), np.float32)
-    for j in range(n):
-        for c in range(3):
-            for _ in range(3):
-                cy, cx = rng.uniform(45, 80, size=2)
-                s, e = rng.uniform(3, 8), rng.exponential(20.0)
-                images[j, :, :, c] += e * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s * s))
-    images[images < 0.05] = 0
-    return images
+make_jets = gaussian_jets
 
 
 def _pe(x: torch.Tensor, n_freqs: int) -> torch.Tensor:
