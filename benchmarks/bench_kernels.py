@@ -60,11 +60,16 @@ def _info(benchmark, backward, device="cpu"):
     )
 
 
-def _ref_step(x, w, b, target):
+def _autograd_step(forward, x, w, b, target):
+    """MSE loss of ``forward`` (batched_mlp or fused.pe_mlp) and its gradients by autograd."""
     params = [t.detach().requires_grad_(True) for t in (*w, *b)]
-    y = batched_mlp(x, params[: len(w)], params[len(w) :], L)
+    y = forward(x, params[: len(w)], params[len(w) :], L)
     loss = ((y - target) ** 2).mean(dim=(1, 2))
     return torch.autograd.grad(loss.sum(), params)
+
+
+def _ref_step(x, w, b, target):
+    return _autograd_step(batched_mlp, x, w, b, target)
 
 
 @pytest.mark.benchmark(group="step")
@@ -81,10 +86,7 @@ def test_step_fused_mse(benchmark, problem):
 
 
 def _fused_autograd_step(x, w, b, target):
-    params = [t.detach().requires_grad_(True) for t in (*w, *b)]
-    y = fused.pe_mlp(x, params[: len(w)], params[len(w) :], L)
-    loss = ((y - target) ** 2).mean(dim=(1, 2))
-    return torch.autograd.grad(loss.sum(), params)
+    return _autograd_step(fused.pe_mlp, x, w, b, target)
 
 
 @pytest.mark.benchmark(group="step")

@@ -44,11 +44,25 @@ def init_params(
 
     Returns (weights, biases) with weights[l] (B, fan_out, fan_in) and biases[l] (B, fan_out).
     """
+    shapes = layer_shapes(n_freqs, width, depth, out_features)
+    bounds = [(1.0 / math.sqrt(fan_in),) * 2 for _, fan_in in shapes]
+    return _uniform_layers(n_jets, shapes, bounds, generator, dtype, device)
+
+
+def _uniform_layers(
+    n_jets: int,
+    shapes: list[tuple[int, int]],
+    bounds: list[tuple[float, float]],
+    generator: torch.Generator | None,
+    dtype: torch.dtype,
+    device: torch.device | str,
+) -> Params:
+    """Per layer (fan_out, fan_in) with (weight bound, bias bound): weights U(-w, w) of shape
+    (B, fan_out, fan_in) then biases U(-b, b) of shape (B, fan_out), drawn in that order on the CPU."""
     weights, biases = [], []
-    for fan_out, fan_in in layer_shapes(n_freqs, width, depth, out_features):
-        bound = 1.0 / math.sqrt(fan_in)
-        w = torch.empty(n_jets, fan_out, fan_in, dtype=dtype).uniform_(-bound, bound, generator=generator)
-        b = torch.empty(n_jets, fan_out, dtype=dtype).uniform_(-bound, bound, generator=generator)
+    for (fan_out, fan_in), (wb, bb) in zip(shapes, bounds, strict=True):
+        w = torch.empty(n_jets, fan_out, fan_in, dtype=dtype).uniform_(-wb, wb, generator=generator)
+        b = torch.empty(n_jets, fan_out, dtype=dtype).uniform_(-bb, bb, generator=generator)
         weights.append(w.to(device))
         biases.append(b.to(device))
     return weights, biases
@@ -195,16 +209,12 @@ def siren_init_params(
     if depth < 1:
         raise ValueError(f"depth must be >= 1, got {depth}")
     dims = [in_features] + [width] * depth + [out_features]
-    weights, biases = [], []
-    for i in range(depth + 1):
-        fan_in, fan_out = dims[i], dims[i + 1]
-        w_bound = 1.0 / fan_in if i == 0 else math.sqrt(6.0 / fan_in) / omega0_hidden
-        b_bound = 1.0 / math.sqrt(fan_in)
-        w = torch.empty(n_jets, fan_out, fan_in, dtype=dtype).uniform_(-w_bound, w_bound, generator=generator)
-        b = torch.empty(n_jets, fan_out, dtype=dtype).uniform_(-b_bound, b_bound, generator=generator)
-        weights.append(w.to(device))
-        biases.append(b.to(device))
-    return weights, biases
+    shapes = [(dims[i + 1], dims[i]) for i in range(depth + 1)]
+    bounds = [
+        (1.0 / fan_in if i == 0 else math.sqrt(6.0 / fan_in) / omega0_hidden, 1.0 / math.sqrt(fan_in))
+        for i, (_, fan_in) in enumerate(shapes)
+    ]
+    return _uniform_layers(n_jets, shapes, bounds, generator, dtype, device)
 
 
 def batched_siren(
