@@ -30,14 +30,14 @@ def _empty_like_list(ts):
 
 @torch.library.register_fake("inr_fast::pe_mlp_forward")
 def _forward_fake(x, weights, biases, n_freqs):
-    torch._check(x.dim() == 2 and x.shape[1] == 2, lambda: "x must have shape (N, 2)")
+    torch._check(x.dim() in (2, 3) and x.shape[-1] == 2, lambda: "x must have shape (N, 2) or (B, N, 2)")
     torch._check(len(weights) == len(biases) and len(weights) >= 2, lambda: "need depth + 1 >= 2 layers")
-    return x.new_empty((weights[0].shape[0], x.shape[0], 3))
+    return x.new_empty((weights[0].shape[0], x.shape[-2], 3))
 
 
 @torch.library.register_fake("inr_fast::pe_mlp_backward")
 def _backward_fake(grad_out, x, weights, biases, n_freqs, need_grad_x):
-    gx = x.new_empty((x.shape[0] if need_grad_x else 0, 2))
+    gx = x.new_empty((x.shape[-2] if need_grad_x else 0, 2))
     return _empty_like_list(weights), _empty_like_list(biases), gx
 
 
@@ -69,7 +69,8 @@ torch.library.register_autograd("inr_fast::pe_mlp_forward", _backward, setup_con
 def pe_mlp(
     x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor], n_freqs: int
 ) -> torch.Tensor:
-    """y[b] = MLP_b(PE(x)) for coordinates x (N, 2) shared by the B jets; returns (B, N, 3).
+    """y[b] = MLP_b(PE(x)) for coordinates x (N, 2) shared by the B jets, or x[b] for per-jet
+    coordinates x (B, N, 2) (not differentiable in x then); returns (B, N, 3).
 
     Drop-in for :func:`inr_fast.reference.batched_mlp`: weights[l] (B, fan_out, fan_in), biases[l]
     (B, fan_out), ReLU hidden layers, linear output. Differentiable in x, weights and biases (the
@@ -93,7 +94,8 @@ def mse_step(
     """One fused training step: per-jet loss (B,) and the gradients of ``loss.sum()``.
 
     loss[b] = sum_{n, c} w[n] (y[b, n, c] - target[b, n, c])^2 / (3 N), with y = pe_mlp(x, ...),
-    target (B, N, 3) and optional pixel weights w of shape (N,) or (B, N) (default 1, the plain mean).
+    x (N, 2) shared or (B, N, 2) per jet, target (B, N, 3) and optional pixel weights w of shape (N,) or
+    (B, N) (default 1, the plain mean).
     Returns (loss, grad_weights, grad_biases), gradients shaped like the parameters. Not itself
     differentiable: the gradients are outputs.
     """

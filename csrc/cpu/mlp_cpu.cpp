@@ -244,9 +244,10 @@ INR_AI void run_tile(const MlpProblem<T>& p, int64_t b, int64_t n0, int nv, Scra
   // 1. positional encoding, vectorised feature-major into k.d1 (fi_p x kT), then act[0] = its transpose.
   T* x0 = k.xt;
   T* x1 = k.xt + kT;
+  const T* xb = p.x + b * p.x_jet_stride;  // this jet's coordinates (the shared ones if stride 0)
   for (int t = 0; t < kT; ++t) {
-    x0[t] = t < nv ? p.x[2 * (n0 + t)] : T(0);
-    x1[t] = t < nv ? p.x[2 * (n0 + t) + 1] : T(0);
+    x0[t] = t < nv ? xb[2 * (n0 + t)] : T(0);
+    x1[t] = t < nv ? xb[2 * (n0 + t) + 1] : T(0);
   }
   const int F = s.fi[0], fip0 = s.fi_p[0];
   T* fm = k.d1;

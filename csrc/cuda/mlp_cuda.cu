@@ -163,7 +163,7 @@ __global__ void __launch_bounds__(kThreads) mlp_main_kernel(MlpProblem<float> p,
     // 1. coordinates and positional encoding (columns >= nv use x = 0 and never contribute)
     if (tid < 2 * kT) {
       const int c = tid / kT, t = tid % kT;
-      sm.xs[c * kT + t] = t < nv ? p.x[2 * (n0 + t) + c] : 0.0f;
+      sm.xs[c * kT + t] = t < nv ? p.x[b * p.x_jet_stride + 2 * (n0 + t) + c] : 0.0f;
     }
     __syncthreads();
     const int nf = s.fi[0];

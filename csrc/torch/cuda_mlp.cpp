@@ -38,9 +38,10 @@ std::vector<at::Tensor> poisoned_like(const std::vector<at::Tensor>& ts) {
 // Runs the kernels for problem p (mode and outputs set by the caller).
 void run_cuda(MlpProblem<float>& p, const at::Tensor& x, const std::vector<at::Tensor>& w,
               const std::vector<at::Tensor>& b) {
-  p.n = x.size(0);
+  p.n = n_coords(x);
   p.batch = w[0].size(0);
   p.x = x.data_ptr<float>();
+  p.x_jet_stride = x_jet_stride(x);
   for (int l = 0; l < p.layout.n_layers; ++l) {
     p.weights[l] = w[l].data_ptr<float>();
     p.biases[l] = b[l].data_ptr<float>();
@@ -81,7 +82,7 @@ at::Tensor forward_cuda(const at::Tensor& x_in, at::TensorList weights, at::Tens
                         int64_t n_freqs) {
   const c10::cuda::CUDAGuard guard(x_in.device());
   Inputs in = prepare(x_in, weights, biases, n_freqs);
-  at::Tensor y = at::full({in.w[0].size(0), in.x.size(0), kMlpOut}, kNaN, in.x.options());
+  at::Tensor y = at::full({in.w[0].size(0), n_coords(in.x), kMlpOut}, kNaN, in.x.options());
   MlpProblem<float> p;
   p.mode = MlpMode::kForward;
   p.layout = in.layout;
@@ -95,6 +96,7 @@ GradTuple backward_cuda(const at::Tensor& grad_in, const at::Tensor& x_in, at::T
   const c10::cuda::CUDAGuard guard(x_in.device());
   Inputs in = prepare(x_in, weights, biases, n_freqs);
   check_like_output(grad_in, "grad_out", x_in, in.w[0].size(0));
+  check_grad_x_allowed(x_in, need_grad_x);
   const at::Tensor g = grad_in.contiguous();
   auto gw = poisoned_like(in.w), gb = poisoned_like(in.b);
   at::Tensor gx = need_grad_x ? at::full({in.x.size(0), 2}, kNaN, in.x.options())
@@ -134,7 +136,7 @@ MseTuple mse_step_cuda(const at::Tensor& x_in, at::TensorList weights, at::Tenso
   p.target = target.data_ptr<float>();
   if (pw.defined()) {
     p.pixel_weight = pw.data_ptr<float>();
-    p.pw_jet_stride = pw.dim() == 2 ? in.x.size(0) : 0;
+    p.pw_jet_stride = pw.dim() == 2 ? n_coords(in.x) : 0;
   }
   p.loss = loss.data_ptr<float>();
   for (int l = 0; l < in.layout.n_layers; ++l) {

@@ -10,11 +10,15 @@
 
 namespace inr_fast {
 
-// Checks x (N, 2), weights[l] (B, fan_out, fan_in) and biases[l] (B, fan_out) for the D + 1 layers
+// Checks x (N, 2) or (B, N, 2), weights[l] (B, fan_out, fan_in) and biases[l] (B, fan_out) for the D + 1 layers
 // of a supported network on one device and in one dtype; returns the layout (for `out_pad`).
 inline MlpLayout check_mlp_args(const at::Tensor& x, at::TensorList weights, at::TensorList biases,
                                 int64_t n_freqs, int out_pad) {
-  check_coords(x, "x");
+  TORCH_CHECK((x.dim() == 2 || x.dim() == 3) && x.size(-1) == 2,
+              "inr_fast: x must have shape (N, 2) (coordinates shared by the jets) or (B, N, 2) (per jet), got ",
+              x.sizes());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "inr_fast: x must be float32 or float64, got ", x.scalar_type());
   check_n_freqs(n_freqs);
   TORCH_CHECK(weights.size() == biases.size(), "inr_fast: got ", weights.size(), " weight tensors but ",
               biases.size(), " bias tensors");
@@ -29,6 +33,8 @@ inline MlpLayout check_mlp_args(const at::Tensor& x, at::TensorList weights, at:
   const int depth = int(weights.size()) - 1;
   const MlpLayout s = MlpLayout::make(int(n_freqs), int(width), depth, out_pad);
   const int64_t batch = weights[0].size(0);
+  TORCH_CHECK(x.dim() == 2 || x.size(0) == batch, "inr_fast: per-jet coordinates x (B, N, 2) must have B = ",
+              batch, " (the jets in weights), got ", x.sizes());
   for (int l = 0; l < s.n_layers; ++l) {
     const at::Tensor& w = weights[l];
     const at::Tensor& b = biases[l];
@@ -46,9 +52,20 @@ inline MlpLayout check_mlp_args(const at::Tensor& x, at::TensorList weights, at:
   return s;
 }
 
+// Coordinates per jet N of x (N, 2) or (B, N, 2), and the element stride between jets' coordinates.
+inline int64_t n_coords(const at::Tensor& x) { return x.size(-2); }
+inline int64_t x_jet_stride(const at::Tensor& x) { return x.dim() == 3 ? 2 * x.size(1) : 0; }
+
+// grad_x is only computed for coordinates shared by the jets.
+inline void check_grad_x_allowed(const at::Tensor& x, bool need_grad_x) {
+  TORCH_CHECK(!need_grad_x || x.dim() == 2,
+              "inr_fast: the gradient with respect to x is computed for shared coordinates (N, 2) only, "
+              "not per-jet coordinates ", x.sizes());
+}
+
 inline void check_like_output(const at::Tensor& t, const char* name, const at::Tensor& x, int64_t batch) {
-  TORCH_CHECK(t.dim() == 3 && t.size(0) == batch && t.size(1) == x.size(0) && t.size(2) == kMlpOut,
-              "inr_fast: ", name, " must have shape (B, N, 3) = (", batch, ", ", x.size(0), ", 3), got ",
+  TORCH_CHECK(t.dim() == 3 && t.size(0) == batch && t.size(1) == n_coords(x) && t.size(2) == kMlpOut,
+              "inr_fast: ", name, " must have shape (B, N, 3) = (", batch, ", ", n_coords(x), ", 3), got ",
               t.sizes());
   TORCH_CHECK(t.scalar_type() == x.scalar_type(), "inr_fast: ", name, " must have the dtype of x (",
               x.scalar_type(), "), got ", t.scalar_type());
@@ -56,7 +73,7 @@ inline void check_like_output(const at::Tensor& t, const char* name, const at::T
 }
 
 inline void check_pixel_weight(const at::Tensor& pw, const at::Tensor& x, int64_t batch) {
-  const int64_t n = x.size(0);
+  const int64_t n = n_coords(x);
   TORCH_CHECK((pw.dim() == 1 && pw.size(0) == n) || (pw.dim() == 2 && pw.size(0) == batch && pw.size(1) == n),
               "inr_fast: pixel_weight must have shape (N,) or (B, N) = (", batch, ", ", n, "), got ",
               pw.sizes());

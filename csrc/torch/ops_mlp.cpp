@@ -25,9 +25,10 @@ void check_cpu(const at::Tensor& x) {
 template <typename T>
 void run_cpu(MlpProblem<T>& p, const at::Tensor& x, const std::vector<at::Tensor>& w,
              const std::vector<at::Tensor>& b) {
-  p.n = x.size(0);
+  p.n = n_coords(x);
   p.batch = w[0].size(0);
   p.x = x.data_ptr<T>();
+  p.x_jet_stride = x_jet_stride(x);
   for (int l = 0; l < p.layout.n_layers; ++l) {
     p.weights[l] = w[l].data_ptr<T>();
     p.biases[l] = b[l].data_ptr<T>();
@@ -49,7 +50,7 @@ at::Tensor forward_cpu(const at::Tensor& x_in, at::TensorList weights, at::Tenso
   check_cpu(x_in);
   const at::Tensor x = x_in.contiguous();
   const auto w = contiguous_all(weights), b = contiguous_all(biases);
-  at::Tensor y = at::empty({w[0].size(0), x.size(0), kMlpOut}, x.options());
+  at::Tensor y = at::empty({w[0].size(0), n_coords(x), kMlpOut}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "pe_mlp_forward_cpu", [&] {
     MlpProblem<scalar_t> p;
     p.mode = MlpMode::kForward;
@@ -65,6 +66,7 @@ GradTuple backward_cpu(const at::Tensor& grad_in, const at::Tensor& x_in, at::Te
   const MlpLayout s = check_mlp_args(x_in, weights, biases, n_freqs, kMlpOutPadCpu);
   check_cpu(x_in);
   check_like_output(grad_in, "grad_out", x_in, weights[0].size(0));
+  check_grad_x_allowed(x_in, need_grad_x);
   const at::Tensor x = x_in.contiguous(), g = grad_in.contiguous();
   const auto w = contiguous_all(weights), b = contiguous_all(biases);
   auto gw = zeros_like_all(w), gb = zeros_like_all(b);
@@ -107,7 +109,7 @@ MseTuple mse_step_cpu(const at::Tensor& x_in, at::TensorList weights, at::Tensor
     p.target = target.data_ptr<scalar_t>();
     if (pw.defined()) {
       p.pixel_weight = pw.data_ptr<scalar_t>();
-      p.pw_jet_stride = pw.dim() == 2 ? x.size(0) : 0;
+      p.pw_jet_stride = pw.dim() == 2 ? n_coords(x) : 0;
     }
     p.loss = loss.data_ptr<scalar_t>();
     for (int l = 0; l < s.n_layers; ++l) {
@@ -124,6 +126,7 @@ std::string cpu_isa() { return cpu::mlp_isa(); }
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(inr_fast, m) {
+  // x: (N, 2) coordinates shared by the B jets, or (B, N, 2) per jet (then need_grad_x must be false).
   m.def("pe_mlp_forward(Tensor x, Tensor[] weights, Tensor[] biases, int n_freqs) -> Tensor");
   m.def(
       "pe_mlp_backward(Tensor grad_out, Tensor x, Tensor[] weights, Tensor[] biases, int n_freqs, "
