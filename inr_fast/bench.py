@@ -255,8 +255,11 @@ def _quality_summary(recon: np.ndarray, images: np.ndarray) -> dict[str, float]:
 def run_method(method: Method, images: np.ndarray, device: str, stop_level: str | None) -> dict:
     """Fit ``images`` (n, 125, 125, 3) with ``method``; when ``stop_level`` is given every jet stops as
     soon as it holds (the trainer's own targets are switched off), else the preset runs its steps.
-    Wall time counts everything from the images in memory to the fitted parameters."""
-    from inr_fast.reference import bytes_per_jet
+    Wall time counts everything from the images in memory to the fitted parameters. A jet counts as
+    having reached a level when a check during training saw it AND the stored result (after any
+    float16 rounding of the parameters) holds it."""
+    from inr_fast.metrics import quality_levels
+    from inr_fast.reference import stored_bytes_per_jet
     from inr_fast.train import fit, get_preset
 
     monitor = LevelMonitor(images, stop_level)
@@ -274,14 +277,16 @@ def run_method(method: Method, images: np.ndarray, device: str, stop_level: str 
     )
     wall = time.perf_counter() - t0
     cfg = get_preset(method.preset).with_overrides(**method.overrides)
+    final = quality_levels(result.reconstructions, images)
     return {
         "method": method.name,
         "stop_level": stop_level,
         "n_jets": len(images),
         "wall_s": wall,
         "steps_run": int(np.sum(result.n_steps)),
-        "bytes_per_jet": int(bytes_per_jet(cfg.model)),
+        "bytes_per_jet": int(stored_bytes_per_jet(cfg.model, cfg.param_dtype)),
         "first_step": {lv: monitor.first_step[lv].tolist() for lv in LEVELS},
+        "final_holds": {lv: final[lv].tolist() for lv in LEVELS},
         "quality": _quality_summary(result.reconstructions, images),
     }
 
@@ -301,6 +306,14 @@ def seed_level_times(run: dict, full_steps: int = 10_000) -> dict:
             "median_steps": float(np.median(steps[hit] + 1)) if hit.any() else math.nan,
         }
     return out
+
+
+def reached_mask(run: dict, level: str) -> np.ndarray:
+    """(n,) bool: jets of a stop-at-``level`` run that reached it during training and whose stored
+    result holds it (runs without ``final_holds``, e.g. older JSON, count the training checks)."""
+    seen = np.asarray(run["first_step"][level]) >= 0
+    holds = run.get("final_holds", {}).get(level)
+    return seen if holds is None else seen & np.asarray(holds, dtype=bool)
 
 
 def format_end_to_end(seed: dict, rows: list[dict], seed_jets: int) -> str:
@@ -324,7 +337,7 @@ def format_end_to_end(seed: dict, rows: list[dict], seed_jets: int) -> str:
         for r in rows:
             if r["stop_level"] != lv:
                 continue
-            reached = float(np.mean(np.asarray(r["first_step"][lv]) >= 0))
+            reached = float(np.mean(reached_mask(r, lv)))
             per_jet = r["wall_s"] / r["n_jets"]
             q = r["quality"]
             out.append(

@@ -71,19 +71,26 @@ def _uniform_layers(
 def batched_mlp(
     x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor], n_freqs: int
 ) -> torch.Tensor:
-    """y[b] = MLP_b(PE(x)) for coordinates x (N, 2) shared by all B jets; returns (B, N, out).
+    """y[b] = MLP_b(PE(x)) for coordinates x (N, 2) shared by all B jets, or x[b] for per-jet
+    coordinates x (B, N, 2); returns (B, N, out).
 
     Hidden layers use ReLU, the last layer is linear. Plain batched matmuls (torch.baddbmm), so
     autograd, autocast and float64 gradcheck all apply.
     """
+    if x.dim() == 3:
+        h = positional_encoding(x.reshape(-1, x.shape[-1]), n_freqs)
+        return mlp_on_features(h.reshape(x.shape[0], x.shape[1], -1), weights, biases)
     return mlp_on_features(positional_encoding(x, n_freqs), weights, biases)
 
 
 def mlp_on_features(h: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor]) -> torch.Tensor:
-    """The MLP part of :func:`batched_mlp`: features h (N, F) shared by the B jets -> (B, N, out)."""
+    """The MLP part of :func:`batched_mlp`: features h (N, F) shared by the B jets, or (B, N, F) per
+    jet -> (B, N, out)."""
     if len(weights) != len(biases) or not weights:
         raise ValueError("weights and biases must be non-empty lists of equal length")
-    h = h.to(weights[0].dtype).unsqueeze(0).expand(weights[0].shape[0], -1, -1)  # (B, N, F)
+    h = h.to(weights[0].dtype)
+    if h.dim() == 2:
+        h = h.unsqueeze(0).expand(weights[0].shape[0], -1, -1)  # (B, N, F)
     last = len(weights) - 1
     for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
         h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))  # (B, N, fan_out)
@@ -156,6 +163,20 @@ def bytes_per_jet(spec: ModelSpec, dtype: torch.dtype = torch.float32) -> int:
     return param_count(spec) * torch.empty((), dtype=dtype).element_size()
 
 
+PARAM_DTYPES = ("float32", "float16")
+
+
+def stored_bytes_per_jet(spec: ModelSpec, param_dtype: str = "float32") -> int:
+    """Bytes of one jet's parameters as a run stores them: every scalar in float32, or (``float16``)
+    every scalar in float16 except the 3 output biases, kept in float32 because they carry the
+    channel-sum correction (a float16 rounding of them shifts every pixel, hence the totals)."""
+    if param_dtype == "float32":
+        return bytes_per_jet(spec)
+    if param_dtype == "float16":
+        return 2 * (param_count(spec) - 3) + 4 * 3
+    raise ValueError(f"param_dtype must be one of {PARAM_DTYPES}, got {param_dtype!r}")
+
+
 def init_spec_params(
     spec: ModelSpec,
     n_jets: int,
@@ -178,7 +199,8 @@ def init_spec_params(
 def spec_forward(
     spec: ModelSpec, x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor]
 ) -> torch.Tensor:
-    """The reference forward of B networks of ``spec`` at coordinates x (N, 2): returns (B, N, out)."""
+    """The reference forward of B networks of ``spec`` at coordinates x (N, 2) shared, or (B, N, 2)
+    per jet: returns (B, N, out)."""
     if spec.kind == "siren":
         return batched_siren(x, weights, biases, spec.omega0_first, spec.omega0_hidden)
     return batched_mlp(x, weights, biases, spec.n_freqs)
@@ -224,11 +246,14 @@ def batched_siren(
     omega0_first: float = 30.0,
     omega0_hidden: float = 30.0,
 ) -> torch.Tensor:
-    """B SIRENs at raw coordinates x (N, 2): h <- sin(omega0 (W h + b)) per hidden layer (omega0_first for
-    the first, omega0_hidden after), a linear last layer; returns (B, N, out)."""
+    """B SIRENs at raw coordinates x (N, 2) (or per jet, (B, N, 2)): h <- sin(omega0 (W h + b)) per
+    hidden layer (omega0_first for the first, omega0_hidden after), a linear last layer; returns
+    (B, N, out)."""
     if len(weights) != len(biases) or not weights:
         raise ValueError("weights and biases must be non-empty lists of equal length")
-    h = x.to(weights[0].dtype).unsqueeze(0).expand(weights[0].shape[0], -1, -1)  # (B, N, 2)
+    h = x.to(weights[0].dtype)
+    if h.dim() == 2:
+        h = h.unsqueeze(0).expand(weights[0].shape[0], -1, -1)  # (B, N, 2)
     last = len(weights) - 1
     for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
         h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))  # (B, N, fan_out)

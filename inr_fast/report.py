@@ -163,7 +163,7 @@ def evaluate_run(
     :data:`FIT_COLUMNS`); note: '' or which chunks are not fitted yet (they are left out)."""
     from inr_fast.data import JetFile
     from inr_fast.metrics import compute_all
-    from inr_fast.reference import bytes_per_jet
+    from inr_fast.reference import stored_bytes_per_jet
     from inr_fast.store import chunk_done, load_chunk, read_config
 
     run = Path(run)
@@ -175,7 +175,7 @@ def evaluate_run(
     note = (
         "" if len(done) == len(chunks) else f"{len(done)} of {len(chunks)} chunks fitted; the rest left out"
     )
-    nbytes = bytes_per_jet(cfg.fit.model)
+    nbytes = stored_bytes_per_jet(cfg.fit.model, cfg.fit.param_dtype)
     columns: dict[str, list] = {}
     bar = None
     if progress:

@@ -35,7 +35,7 @@ import torch
 from inr_fast.atomic import atomic_output, atomic_write_bytes
 from inr_fast.errors import ConfigError, DataError, InrFastError, OutputExistsError
 from inr_fast.layout import CHANNELS, IMAGE_SIZE, N_CHANNELS
-from inr_fast.reference import ModelSpec, bytes_per_jet, param_count, spec_forward
+from inr_fast.reference import ModelSpec, param_count, spec_forward, stored_bytes_per_jet
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -104,7 +104,7 @@ class RunConfig:
             **self.extra,
             "inr_fast_version": __version__,
             "param_count": param_count(spec),
-            "bytes_per_jet": bytes_per_jet(spec),
+            "bytes_per_jet": stored_bytes_per_jet(spec, self.fit.param_dtype),
         }
         return d
 

@@ -38,13 +38,14 @@ from inr_fast.encoding import positional_encoding
 from inr_fast.errors import ConfigError, DataError, InrFastError
 from inr_fast.layout import IMAGE_SIZE, N_CHANNELS
 from inr_fast.reference import (
+    PARAM_DTYPES,
     ModelSpec,
     batched_mlp,
-    bytes_per_jet,
     init_spec_params,
     mlp_on_features,
     param_count,
     spec_forward,
+    stored_bytes_per_jet,
 )
 from inr_fast.solve import match_channel_sums
 
@@ -88,6 +89,16 @@ class FitConfig:
         reconstruction equal the original's; the shift is stored in the parameters.
     batch_size: jets trained together (one run-directory chunk each); finished jets leave the batch.
     backend: ``reference`` (pure PyTorch) or ``fused`` (the compiled kernels, pe_relu only).
+    empty_samples: ``None`` trains on every pixel every step. An integer k: each training step of a
+        jet uses its non-empty pixels (any channel > 0) plus k of its empty pixels drawn uniformly at
+        random (with replacement, from the jet's own generator: batch-independent), weighted so that
+        the loss is an unbiased estimate of the full-image loss (:class:`PixelSampler`).
+        Jet images are ~97 % empty, so a step costs a few percent of a full one. Checks (metrics,
+        early stopping) always use every pixel. Any model and backend.
+    param_dtype: how a jet's parameters are stored: ``float32``, or ``float16`` (every weight and
+        bias rounded to float16 after training except the 3 output biases, which stay float32 and are
+        re-solved by the sum correction on the rounded network; reconstructions, metrics and the
+        early-stopping levels of the stored result are those of the rounded network).
     """
 
     name: str = "custom"
@@ -109,6 +120,8 @@ class FitConfig:
     intensity_scale: float = 1.0
     target_level: str | None = None
     sum_correction: bool = False
+    empty_samples: int | None = None
+    param_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, ModelSpec):
@@ -125,6 +138,14 @@ class FitConfig:
             raise ConfigError(f"intensity_scale must be positive and finite, got {self.intensity_scale!r}")
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.param_dtype not in PARAM_DTYPES:
+            raise ConfigError(f"param_dtype must be one of {PARAM_DTYPES}, got {self.param_dtype!r}")
+        if self.empty_samples is not None and (
+            isinstance(self.empty_samples, bool)
+            or not isinstance(self.empty_samples, int)
+            or self.empty_samples < 1
+        ):
+            raise ConfigError(f"empty_samples must be a positive integer or None, got {self.empty_samples!r}")
         for name in ("max_steps", "check_every", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -227,13 +248,14 @@ FAST = FitConfig(
     intensity_scale=0.02,
     lr=1e-2,
     weight_decay=0.0,
-    max_steps=600,
+    max_steps=3000,
     schedule_steps=None,
     amp="auto",
     target_level="Q2",
     sum_correction=True,
     check_every=20,
     batch_size=64,
+    empty_samples=512,
 )
 object.__setattr__(
     FAST,
@@ -469,7 +491,7 @@ def get_forward(spec: ModelSpec, backend: str) -> ForwardFn:
 
 
 LossGradFn = Callable[
-    [torch.Tensor, list[torch.Tensor], list[torch.Tensor], torch.Tensor],
+    [torch.Tensor, list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor | None],
     tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]],
 ]
 
@@ -477,7 +499,8 @@ LossGradFn = Callable[
 def get_loss_grad(
     spec: ModelSpec, backend: str, device: torch.device, amp_dtype: torch.dtype | None
 ) -> LossGradFn | None:
-    """The fused training step ``(x (N, 2), weights, biases, target (B, N, 3)) -> (loss (B,),
+    """The fused training step ``(x (N, 2) or (B, N, 2), weights, biases, target (B, N, 3), pixel_weight
+    (B, N) or None) -> (loss (B,),
     grad_weights, grad_biases)`` (loss[b] = mean over pixels and channels of (y - t)^2, gradients of
     loss.sum()), or None where the trainer keeps forward + autograd: other backends, autocast, and CUDA
     (whose fp16 path needs the per-jet loss scaling of the autograd step; the CUDA mse_step kernel is
@@ -487,7 +510,7 @@ def get_loss_grad(
     from inr_fast import fused
 
     n_freqs = spec.n_freqs
-    return lambda x, w, b, target: fused.mse_step(x, w, b, target, n_freqs)
+    return lambda x, w, b, target, pixel_weight=None: fused.mse_step(x, w, b, target, n_freqs, pixel_weight)
 
 
 class _CachedEncodingForward:
@@ -502,7 +525,7 @@ class _CachedEncodingForward:
     def __call__(
         self, x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor]
     ) -> torch.Tensor:
-        if x.requires_grad:
+        if x.requires_grad or x.dim() == 3:  # per-jet coordinates change every step: no cache
             return batched_mlp(x, weights, biases, self.n_freqs)
         key = (x.data_ptr(), tuple(x.shape), x.dtype, x.device, x._version)
         if key != self._key:
@@ -581,6 +604,48 @@ def jet_scales(norm) -> np.ndarray | None:
 # ------------------------------------------------------------------------------------------ training loop
 
 
+class PixelSampler:
+    """Per-step pixel subsets of a batch of jets (``FitConfig.empty_samples`` = k).
+
+    Jet b owns its non-empty pixels S_b (any channel > 0) and empty pixels E_b. A draw gives each
+    active jet the same number M = max |S_b| + k of (pixel index, weight) slots: its |S_b| non-empty
+    pixels with weight M / N, then k empty pixels drawn uniformly with replacement from E_b with
+    weight M / N * |E_b| / k, then zero-weight padding. The fused kernel's weighted mean
+    sum_j w_j e_j / M is then an unbiased estimate of the full-image mean sum_n e_n / N, and what a
+    jet draws depends on its own generator (seeded with its jet seed) only, not on the batch.
+    """
+
+    def __init__(self, images: torch.Tensor, empty_samples: int, seeds: Sequence[int]):
+        device = images.device
+        nonempty = (images > 0).any(dim=-1)  # (B, N)
+        self.n_pix = nonempty.shape[1]
+        self.k = int(empty_samples)
+        self.n_nz = nonempty.sum(dim=1)  # (B,)
+        # row b: S_b (ascending) then E_b (ascending)
+        self.order = torch.argsort((~nonempty).to(torch.int8), dim=1, stable=True)
+        self.gens = [torch.Generator(device=device).manual_seed(int(s) % (2**63)) for s in seeds]
+
+    def draw(self, jets: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pixel indices (k, M) int64 and weights (k, M) float32 of the jets at batch positions ``jets``."""
+        device = self.order.device
+        pos = torch.as_tensor(list(jets), dtype=torch.int64, device=device)
+        n_nz = self.n_nz[pos].unsqueeze(1)  # (k, 1)
+        m = int(n_nz.max()) + self.k
+        u = torch.stack([torch.rand(self.k, generator=self.gens[j], device=device) for j in jets])
+        n_empty = self.n_pix - n_nz
+        j = torch.arange(m, device=device).unsqueeze(0)  # (1, M)
+        is_nz, is_empty = j < n_nz, (j >= n_nz) & (j < n_nz + self.k)
+        u_at = u.gather(1, (j - n_nz).clamp(0, self.k - 1))  # slot j >= |S_b| uses draw j - |S_b|
+        col = torch.where(is_nz, j, (n_nz + (u_at * n_empty).long()).clamp(max=self.n_pix - 1))
+        idx = self.order[pos].gather(1, col)
+        scale = m / self.n_pix
+        w_empty = (scale * n_empty.double() / self.k).float()
+        zero = torch.zeros((), device=device)
+        weight = torch.where(is_nz, torch.full_like(u_at, scale), torch.where(is_empty, w_empty, zero))
+        weight = torch.where(is_empty & (n_empty == 0), zero, weight)
+        return idx, weight
+
+
 @dataclass
 class BatchOutcome:
     """What :func:`train_batch` returns, per jet of the batch (B,): final parameters on the CPU,
@@ -608,6 +673,7 @@ def train_batch(
     progress=None,
     loss_grad_fn: LossGradFn | None = None,
     monitor: BatchMonitor | None = None,
+    init: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None,
 ) -> BatchOutcome:
     """Train B networks together, each on its own jet, from their per-jet initialisations.
 
@@ -623,11 +689,17 @@ def train_batch(
     ``monitor(step, positions, recon)``: called on check steps with the batch positions (k,) of the
     active jets and their reconstructions (k, N, 3) on the original scale; it may return a (k,) bool
     array of jets that should stop now (counted as having reached their target).
+    ``init``: one network's (weights, biases) (weights[l] (fan_out, fan_in)) every jet starts from (a
+    learned initialisation, :mod:`inr_fast.meta`) instead of its own random draw.
     """
     device = images.device
     n_jets = images.shape[0]
     target = norm.forward(images).to(torch.float32)  # (B, N, 3)
-    weights, biases = init_jets(cfg.model, seeds, device)
+    if init is None:
+        weights, biases = init_jets(cfg.model, seeds, device)
+    else:
+        weights = [w.to(device, torch.float32).expand(n_jets, -1, -1).clone() for w in init[0]]
+        biases = [b.to(device, torch.float32).expand(n_jets, -1).clone() for b in init[1]]
     params = weights + biases
     n_w = len(weights)
     exp_avg = [torch.zeros_like(p) for p in params]
@@ -645,6 +717,7 @@ def train_batch(
     reached = np.zeros(n_jets, dtype=bool)
     nonfinite = np.zeros(n_jets, dtype=bool)
     act_norm, act_images, act_target = norm, images, target
+    sampler = None if cfg.empty_samples is None else PixelSampler(images, cfg.empty_samples, seeds)
 
     def retire(positions_in_batch: list[int], step: int, why: str, shift: torch.Tensor | None = None) -> None:
         for pos in positions_in_batch:
@@ -663,15 +736,36 @@ def train_batch(
         lr = cosine_lr(step, cfg.lr, cfg.t_max, cfg.eta_min)
         check = (step % cfg.check_every == 0) or step == cfg.max_steps - 1
         grads = None
-        if loss_grad_fn is not None and not check:
+        if sampler is not None:  # a pixel subset per jet for the gradient; every pixel for the checks
+            if check:
+                with torch.no_grad():
+                    pred = forward_fn(coords, params[:n_w], params[n_w:])
+                    loss = (pred.float() - act_target).square().mean(dim=(1, 2))
+            idx, pix_w = sampler.draw(active.tolist())
+            sub_x = coords[idx]  # (k, M, 2)
+            sub_target = act_target.gather(1, idx.unsqueeze(-1).expand(-1, -1, act_target.shape[-1]))
+            if loss_grad_fn is not None:
+                with torch.no_grad():
+                    grad_loss, g_w, g_b = loss_grad_fn(sub_x, params[:n_w], params[n_w:], sub_target, pix_w)
+                grads = g_w + g_b
+            else:
+                leaves = [p.detach().requires_grad_(True) for p in params]
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    sub_pred = forward_fn(sub_x, leaves[:n_w], leaves[n_w:])
+                sq = (sub_pred.float() - sub_target).square() * pix_w.unsqueeze(-1)
+                grad_loss = sq.mean(dim=(1, 2))  # the kernel's sum w (y - t)^2 / (3 M)
+            if not check:
+                loss = grad_loss.detach()
+        elif loss_grad_fn is not None and not check:
             with torch.no_grad():
-                loss, g_w, g_b = loss_grad_fn(coords, params[:n_w], params[n_w:], act_target)
+                loss, g_w, g_b = loss_grad_fn(coords, params[:n_w], params[n_w:], act_target, None)
             grads = g_w + g_b
         else:
             leaves = [p.detach().requires_grad_(True) for p in params]
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 pred = forward_fn(coords, leaves[:n_w], leaves[n_w:])
             loss = (pred.float() - act_target).square().mean(dim=(1, 2))  # (B,)
+            grad_loss = loss
         hist[0, active, step] = loss.detach()
 
         done: list[int] = []
@@ -702,7 +796,7 @@ def train_batch(
             done = bad + good
 
         if grads is None:
-            grads = torch.autograd.grad((loss * scale).sum(), leaves)
+            grads = torch.autograd.grad((grad_loss * scale).sum(), leaves)
         with torch.no_grad():
             ok = torch.ones(len(active_list), dtype=torch.bool, device=device)
             if scaling:
@@ -837,9 +931,11 @@ class FitResult:
     def to_tensors(self) -> dict[str, torch.Tensor]:
         """Flat name -> tensor dict (what a run directory stores per chunk)."""
         t = {"indices": torch.from_numpy(np.asarray(self.indices, dtype=np.int64))}
+        half = self.config.param_dtype == "float16"
+        last = len(self.biases) - 1
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            t[f"weights.{i}"] = w.contiguous()
-            t[f"biases.{i}"] = b.contiguous()
+            t[f"weights.{i}"] = (w.half() if half else w).contiguous()
+            t[f"biases.{i}"] = (b.half() if half and i < last else b).contiguous()
         t["reconstructions"] = torch.from_numpy(np.ascontiguousarray(self.reconstructions))
         for name in ("loss_history", "psnr_history", "rel_l2_history", "n_steps", "psnr", "rel_l2"):
             t[name] = torch.from_numpy(np.ascontiguousarray(getattr(self, name)))
@@ -855,8 +951,8 @@ class FitResult:
         return cls(
             config=config,
             indices=t["indices"].numpy(),
-            weights=[t[f"weights.{i}"] for i in range(n_layers)],
-            biases=[t[f"biases.{i}"] for i in range(n_layers)],
+            weights=[t[f"weights.{i}"].float() for i in range(n_layers)],
+            biases=[t[f"biases.{i}"].float() for i in range(n_layers)],
             reconstructions=t["reconstructions"].numpy(),
             loss_history=t["loss_history"].numpy(),
             psnr_history=t["psnr_history"].numpy(),
@@ -900,6 +996,33 @@ class FitResult:
             seed=first.seed,
             seconds=sum(p.seconds for p in parts),
         )
+
+
+def round_float16(
+    weights: list[torch.Tensor],
+    biases: list[torch.Tensor],
+    cfg: FitConfig,
+    images: torch.Tensor,
+    norm,
+    coords: torch.Tensor,
+    forward_fn: ForwardFn,
+    failed: np.ndarray,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The parameters as ``param_dtype="float16"`` stores them: every weight and bias rounded to
+    float16 (returned as float32 tensors holding float16 values) except the output biases, which
+    stay float32 and, with ``cfg.sum_correction``, are shifted again so that the rounded network's
+    channel totals equal the originals'. images (k, N, 3) original values (device of ``coords``);
+    ``norm``: their normaliser; failed jets (all-zero parameters) are left as they are."""
+    w16 = [w.half().float() for w in weights]
+    b16 = [b.half().float() for b in biases[:-1]] + [biases[-1].clone()]
+    if cfg.sum_correction:
+        device = coords.device
+        with torch.no_grad():
+            out = forward_fn(coords, [w.to(device) for w in w16], [b.to(device) for b in b16]).float()
+            shift = match_channel_sums(out, norm.inverse, images.double().sum(dim=1)).cpu()
+        ok = torch.from_numpy(~np.asarray(failed, dtype=bool))
+        b16[-1][ok] = (b16[-1][ok].double() + shift[ok]).float()
+    return w16, b16
 
 
 def _fmt(indices: np.ndarray, limit: int = 8) -> str:
@@ -982,6 +1105,11 @@ def fit_chunk(
         for p in out.weights + out.biases:  # never store garbage: failed jets become zeros
             p[torch.from_numpy(failed)] = 0.0
 
+    if cfg.param_dtype == "float16":
+        out.weights, out.biases = round_float16(
+            out.weights, out.biases, cfg, flat, norm, coords, forward_fn, failed
+        )
+
     from inr_fast.store import render_jet
 
     recon = np.zeros_like(images)
@@ -997,6 +1125,12 @@ def fit_chunk(
         recon[j] = render_jet(cfg.model, w, b, jet_norm, IMAGE_SIZE, device)
         p, r = psnr_rel_l2(torch.from_numpy(recon[j]).reshape(1, -1, 3), flat[j : j + 1].cpu())
         psnr[j], rel[j] = float(p[0]), float(r[0])
+    reached = out.reached
+    if cfg.param_dtype != "float32" and cfg.has_target:  # the stored (rounded) network must hold them
+        met = targets_met(torch.from_numpy(psnr), torch.from_numpy(rel), cfg).numpy()
+        if cfg.target_level is not None:
+            met &= level_met(torch.from_numpy(recon).reshape(k, -1, N_CHANNELS), flat.cpu(), cfg.target_level)
+        reached = reached & met
     return FitResult(
         config=cfg,
         indices=indices,
@@ -1009,7 +1143,7 @@ def fit_chunk(
         n_steps=out.n_steps,
         psnr=psnr,
         rel_l2=rel,
-        reached_target=out.reached,
+        reached_target=reached,
         retried=retried,
         failed=failed,
         norm_scales=scales,
@@ -1245,5 +1379,5 @@ def fit_run(cmd: FitCommand) -> str:
         f"{int(result.reached_target.sum())} reached the target, "
         f"{int(result.retried.sum())} retried in float32, "
         f"{int(result.failed.sum())} failed; {param_count(cfg.model)} parameters, "
-        f"{bytes_per_jet(cfg.model)} bytes per jet"
+        f"{stored_bytes_per_jet(cfg.model, cfg.param_dtype)} bytes per jet"
     )

@@ -4,6 +4,7 @@ NaN retry, the batched AdamW and schedule against torch.optim, configs, every pr
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -302,7 +303,7 @@ def test_fp16_autocast_with_per_jet_loss_scaling_tracks_float32():
     from inr_fast.data import pixel_grid
 
     images = torch.from_numpy(make_jets(2, seed=9).reshape(2, -1, 3))
-    cfg = FAST.with_overrides(max_steps=8, **TINY)
+    cfg = replace(FAST.with_overrides(max_steps=8, **TINY), empty_samples=None)  # every pixel
     norm = train.fit_normaliser(cfg.normalisation, images=images.numpy())
     fwd = train.get_forward(cfg.model, "reference")
     seeds = [jet_seed(0, 0), jet_seed(0, 1)]
@@ -313,10 +314,12 @@ def test_fp16_autocast_with_per_jet_loss_scaling_tracks_float32():
         torch.testing.assert_close(a, b, rtol=0, atol=2e-3)
 
 
-def test_fused_mse_step_path_equals_the_reference_step_by_step(monkeypatch):
+@pytest.mark.parametrize("empty_samples", [None, 40])
+def test_fused_mse_step_path_equals_the_reference_step_by_step(monkeypatch, empty_samples):
     """The fused backend on the CPU in float32 takes loss and gradients from one fused call
-    (fused.mse_step) on steps that record no metrics; its losses and parameters equal the reference
-    backend's (forward + autograd), and the fused step really is the one taken."""
+    (fused.mse_step) on steps that record no metrics (with pixel sampling: on every step, on the
+    sampled pixels); its losses and parameters equal the reference backend's (forward + autograd
+    on the same pixels), and the fused step really is the one taken."""
     try:
         from inr_fast import fused
     except ImportError as err:  # pragma: no cover - the extension is not built here
@@ -331,10 +334,12 @@ def test_fused_mse_step_path_equals_the_reference_step_by_step(monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(fused, "mse_step", counted)
-    ref = fit(images, "fast", target_rel_l2=None, **kw)
+    preset = replace(FAST, empty_samples=empty_samples)
+    ref = fit(images, preset, target_rel_l2=None, **kw)
     assert calls["n"] == 0
-    fast = fit(images, "fast", backend="fused", target_rel_l2=None, **kw)
-    assert calls["n"] == 9 - 3  # steps 0, 4 and 8 (the last) record metrics through the forward path
+    fast = fit(images, preset, backend="fused", target_rel_l2=None, **kw)
+    # without sampling, steps 0, 4 and 8 (the last) record metrics through the forward path
+    assert calls["n"] == (9 - 3 if empty_samples is None else 9)
     np.testing.assert_allclose(fast.loss_history, ref.loss_history, rtol=1e-5, atol=0)
     assert np.isfinite(fast.loss_history).all() and (fast.loss_history[:, 8] < fast.loss_history[:, 0]).all()
     for a, b in zip(fast.weights + fast.biases, ref.weights + ref.biases, strict=True):
@@ -427,7 +432,8 @@ def test_target_level_q2_stops_on_the_physics_predicate(monkeypatch):
     assert calls == [("Q2", 2)] * 3 and res.n_steps.tolist() == [10, 10] and res.reached_target.all()
     with pytest.raises(ConfigError, match="target_level"):
         FAST.with_overrides(target_level="Q9")
-    new = ("intensity_scale", "target_level", "sum_correction")  # configs written before these load
+    new = ("intensity_scale", "target_level", "sum_correction", "empty_samples", "param_dtype")
+    # configs written before these fields existed still load
     assert FitConfig.from_dict({k: v for k, v in SEED.to_dict().items() if k not in new}) == SEED
 
 
@@ -441,3 +447,100 @@ def test_fast_preset_q2_switches_end_to_end():
     )
     np.testing.assert_array_equal(res.reconstructions[1], res.render(1))
     assert FitConfig.from_dict(train.FAST.to_dict()) == train.FAST
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pixel sampling (empty_samples) and float16 parameter storage (param_dtype)
+
+
+def test_pixel_sampler_draws_every_non_empty_pixel_and_an_unbiased_estimate_of_the_full_mean():
+    images = torch.from_numpy(make_jets(3, seed=2).reshape(3, -1, 3))
+    n_pix = images.shape[1]
+    nonempty = (images > 0).any(dim=-1)
+    sampler = train.PixelSampler(images, 100, seeds=[1, 2, 3])
+    err = torch.rand(3, n_pix, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    full = err.mean(dim=1)
+    estimates = []
+    for _ in range(400):
+        idx, w = sampler.draw([0, 2])
+        m = int(nonempty[[0, 2]].sum(dim=1).max()) + 100
+        assert idx.shape == w.shape == (2, m)
+        for row, jet in enumerate((0, 2)):
+            k = int(nonempty[jet].sum())
+            # the jet's non-empty pixels, each once, weight M / N; then empty pixels only
+            assert idx[row, :k].tolist() == torch.nonzero(nonempty[jet]).flatten().tolist()
+            torch.testing.assert_close(w[row, :k], torch.full((k,), m / n_pix))
+            assert not nonempty[jet, idx[row, k : k + 100]].any()
+            want = torch.full((100,), m / n_pix * (n_pix - k) / 100, dtype=torch.float64)
+            torch.testing.assert_close(w[row, k : k + 100].double(), want)
+            assert (w[row, k + 100 :] == 0).all()  # padding up to the batch's common M
+        estimates.append((w.double() * err[[0, 2]].gather(1, idx)).sum(dim=1) / m)
+    mean = torch.stack(estimates).mean(dim=0)
+    torch.testing.assert_close(mean, full[[0, 2]], rtol=5e-3, atol=0)  # 400 draws of ~15k empty pixels
+    # a jet draws the same pixels whatever the batch (its own generator, k draws per step)
+    alone = train.PixelSampler(images[1:2], 100, seeds=[2]).draw([0])
+    batch = train.PixelSampler(images, 100, seeds=[1, 2, 3]).draw([0, 1, 2])
+    k1 = int(nonempty[1].sum()) + 100
+    assert torch.equal(alone[0][0, :k1], batch[0][1, :k1])
+
+
+def test_sampled_training_fused_equals_reference_and_learns():
+    images = make_jets(2, seed=5)
+    kw = dict(device="cpu", seed=1, max_steps=40, check_every=10, empty_samples=64, target_level=None, **TINY)
+    ref = fit(images, "fast", backend="reference", **kw)
+    try:
+        fused = fit(images, "fast", backend="fused", **kw)
+    except InrFastError as err:  # extension not built here
+        assert "fused" in str(err)
+        fused = None
+    if fused is not None:  # same pixel draws (per-jet generators), same arithmetic to float32 rounding
+        np.testing.assert_allclose(fused.loss_history, ref.loss_history, rtol=2e-3, atol=1e-6)
+    full_loss = ref.loss_history[:, ::10]  # check steps record the loss over every pixel
+    assert (full_loss[:, -1] < 0.5 * full_loss[:, 0]).all()
+    # a sampled step touches far fewer pixels than the image: non-empty ones plus >= 64 empty ones
+    nonempty = (images.reshape(2, -1, 3) > 0).any(axis=-1).sum(axis=1)
+    assert nonempty.max() + 64 < 0.5 * images.shape[1] * images.shape[2]
+    with pytest.raises(ConfigError, match="empty_samples"):
+        FAST.with_overrides(empty_samples=0)
+
+
+def test_float16_parameters_are_stored_rounded_with_exact_channel_totals(tmp_path):
+    import h5py
+    from safetensors import safe_open
+
+    from inr_fast import store
+    from inr_fast.reference import param_count, stored_bytes_per_jet
+
+    images = make_jets(2, seed=4)
+    kw = dict(device="cpu", max_steps=12, check_every=4, target_level=None, **TINY)
+    res = fit(images, "fast", param_dtype="float16", **kw)
+    last = len(res.biases) - 1
+    for i, t in enumerate(res.weights + res.biases[:last]):
+        torch.testing.assert_close(t, t.half().float(), rtol=0, atol=0, msg=f"tensor {i} not float16")
+    sums = images.reshape(2, -1, 3).sum(axis=1, dtype=np.float64)
+    got = res.reconstructions.reshape(2, -1, 3).sum(axis=1, dtype=np.float64)
+    np.testing.assert_allclose(got, sums, rtol=1e-4)  # re-solved on the rounded network
+    np.testing.assert_array_equal(res.reconstructions[1], res.render(1))
+    spec = res.config.model
+    assert stored_bytes_per_jet(spec, "float16") == 2 * (param_count(spec) - 3) + 12
+    # the run directory stores exactly those bytes per jet, and loads back the same network
+    path = tmp_path / "jets.h5"
+    with h5py.File(path, "w") as f:
+        f["X_jets"], f["y"], f["m0"], f["pt"] = images, np.array([0, 1]), np.ones(2), np.full(2, 100.0)
+    cmd = train.FitCommand(file=str(path), out=str(tmp_path / "run"), preset="fast", max_steps=12,
+                           progress=False, figures=False)  # fmt: skip
+    cfg = cmd.fit_config().with_overrides(param_dtype="float16", check_every=4, target_level=None, **TINY)
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(train.FitCommand, "fit_config", lambda self: cfg)
+    try:
+        train.fit_run(cmd)
+    finally:
+        monkey.undo()
+    chunk = store.chunk_path(tmp_path / "run", 0)
+    with safe_open(str(chunk), "pt") as f:
+        stored = {k: f.get_tensor(k) for k in f.keys() if k.startswith(("weights.", "biases."))}
+    assert stored[f"biases.{last}"].dtype == torch.float32
+    assert all(t.dtype == torch.float16 for k, t in stored.items() if k != f"biases.{last}")
+    assert sum(t.nbytes for t in stored.values()) == 2 * stored_bytes_per_jet(spec, "float16")
+    loaded = store.load_results(tmp_path / "run")
+    np.testing.assert_array_equal(loaded.reconstructions[1], loaded.render(1))
