@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from inr_fast import bench
-from inr_fast.reference import ModelSpec, bytes_per_jet
+from inr_fast.reference import ModelSpec, bytes_per_jet, param_count
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -101,6 +101,19 @@ def test_run_method_plumbing_on_tiny_jets():
     seed["bytes_per_jet"] = 1
     table = bench.format_end_to_end(seed, [row], 2)
     assert "| tiny | Q2 |" in table and "ms per jet-step" in table
+
+
+def test_a_level_counts_only_where_the_stored_result_holds_it():
+    run = {"first_step": {"Q2": [40, -1, 80, 20]}, "final_holds": {"Q2": [True, True, False, True]}}
+    # jet 1 never reached Q2 during training; jet 2 did, but its stored (float16) result does not
+    assert bench.reached_mask(run, "Q2").tolist() == [True, False, False, True]
+    del run["final_holds"]
+    assert bench.reached_mask(run, "Q2").tolist() == [True, False, True, True]
+    x = np.stack([_sparse_jet(5, 80), _sparse_jet(6, 80)])
+    tiny = {"max_steps": 8, "check_every": 4, "n_freqs": 4, "width": 16, "depth": 1, "param_dtype": "float16"}
+    row = bench.run_method(bench.Method("tiny16", "fast", "reference", tiny), x, "cpu", stop_level="Q2")
+    assert row["bytes_per_jet"] == 2 * (param_count(ModelSpec(n_freqs=4, width=16, depth=1)) - 3) + 12
+    assert len(row["final_holds"]["Q2"]) == 2
 
 
 def test_kernel_timings_rows_are_consistent():

@@ -115,6 +115,7 @@ def test_early_stopping_keeps_the_parameters_that_met_the_target():
         target_level=None,  # the preset's Q2 stop off: this test is about the psnr target
         normalisation="channel_standardiser",
         sum_correction=False,
+        bright_weight=0.0,
         max_steps=200,
         lr=1e-2,
         **TINY,
@@ -303,7 +304,7 @@ def test_fp16_autocast_with_per_jet_loss_scaling_tracks_float32():
     from inr_fast.data import pixel_grid
 
     images = torch.from_numpy(make_jets(2, seed=9).reshape(2, -1, 3))
-    cfg = replace(FAST.with_overrides(max_steps=8, **TINY), empty_samples=None)  # every pixel
+    cfg = replace(FAST.with_overrides(max_steps=8, **TINY), empty_samples=None, bright_weight=0.0)
     norm = train.fit_normaliser(cfg.normalisation, images=images.numpy())
     fwd = train.get_forward(cfg.model, "reference")
     seeds = [jet_seed(0, 0), jet_seed(0, 1)]
@@ -314,8 +315,8 @@ def test_fp16_autocast_with_per_jet_loss_scaling_tracks_float32():
         torch.testing.assert_close(a, b, rtol=0, atol=2e-3)
 
 
-@pytest.mark.parametrize("empty_samples", [None, 40])
-def test_fused_mse_step_path_equals_the_reference_step_by_step(monkeypatch, empty_samples):
+@pytest.mark.parametrize("empty_samples,bright_weight", [(None, 0.0), (40, 0.0), (None, 30.0), (40, 30.0)])
+def test_fused_mse_step_path_equals_the_reference_step_by_step(monkeypatch, empty_samples, bright_weight):
     """The fused backend on the CPU in float32 takes loss and gradients from one fused call
     (fused.mse_step) on steps that record no metrics (with pixel sampling: on every step, on the
     sampled pixels); its losses and parameters equal the reference backend's (forward + autograd
@@ -334,7 +335,7 @@ def test_fused_mse_step_path_equals_the_reference_step_by_step(monkeypatch, empt
         return real(*args, **kwargs)
 
     monkeypatch.setattr(fused, "mse_step", counted)
-    preset = replace(FAST, empty_samples=empty_samples)
+    preset = replace(FAST, empty_samples=empty_samples, bright_weight=bright_weight)
     ref = fit(images, preset, target_rel_l2=None, **kw)
     assert calls["n"] == 0
     fast = fit(images, preset, backend="fused", target_rel_l2=None, **kw)
@@ -364,11 +365,11 @@ def test_monitor_sees_reconstructions_and_can_stop_jets():
     seen = {}
     res = fit(
         images,
-        "compact",
+        "fast",
         indices=[10, 11, 12],
         max_steps=25,
         check_every=5,
-        target_rel_l2=None,
+        target_level=None,
         monitor=monitor,
         **TINY,
     )
@@ -487,6 +488,7 @@ def test_pixel_sampler_draws_every_non_empty_pixel_and_an_unbiased_estimate_of_t
 def test_sampled_training_fused_equals_reference_and_learns():
     images = make_jets(2, seed=5)
     kw = dict(device="cpu", seed=1, max_steps=40, check_every=10, empty_samples=64, target_level=None, **TINY)
+    kw["bright_weight"] = 0.0  # the plain MSE: its full-image value is what the checks record
     ref = fit(images, "fast", backend="reference", **kw)
     try:
         fused = fit(images, "fast", backend="fused", **kw)
@@ -544,3 +546,21 @@ def test_float16_parameters_are_stored_rounded_with_exact_channel_totals(tmp_pat
     assert sum(t.nbytes for t in stored.values()) == 2 * stored_bytes_per_jet(spec, "float16")
     loaded = store.load_results(tmp_path / "run")
     np.testing.assert_array_equal(loaded.reconstructions[1], loaded.render(1))
+
+
+def test_pixel_emphasis_by_hand_and_in_the_sampled_weights():
+    images = torch.zeros(2, 5, 3)
+    images[0, 1] = torch.tensor([0.5, 0.5, 0.0])  # E = 1
+    images[0, 3] = torch.tensor([1.0, 2.0, 1.0])  # E = 4 (the peak)
+    images[0, 4] = torch.tensor([1.0, -2.0, 0.0])  # E = -1: counts as 0
+    got = train.pixel_emphasis(images, 10.0)
+    want = torch.tensor([[1.0, 1 + 10 * 0.5, 1.0, 11.0, 1.0], [1.0] * 5])  # jet 1 is empty
+    torch.testing.assert_close(got, want)
+    sampler = train.PixelSampler(images, 3, seeds=[0, 1], emphasis=got)
+    idx, w = sampler.draw([0])
+    scale = w.shape[1] / 5  # M / N
+    assert idx[0, :3].tolist() == [1, 3, 4]  # the non-empty pixels (any channel > 0)
+    torch.testing.assert_close(w[0, :3], scale * torch.tensor([6.0, 11.0, 1.0]))
+    torch.testing.assert_close(w[0, 3:], torch.full((3,), scale * 2 / 3))  # 2 empty pixels, 3 draws
+    with pytest.raises(ConfigError, match="bright_weight"):
+        FAST.with_overrides(bright_weight=-1.0)
