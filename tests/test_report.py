@@ -107,9 +107,10 @@ def test_evaluate_values_summary_and_table(fitted, capsys):
     stored = load_results(run)
     assert [int(r["steps"]) for r in rows] == stored.n_steps.tolist()
     assert all(int(r["steps"]) == STEPS for r in rows)  # no target reached in 20 steps
-    # compact: L = 8 -> 2 + 4 * 8 = 34 features, 2 hidden layers of 24, 3 outputs, float32
-    n_params = 34 * 24 + 24 + 24 * 24 + 24 + 24 * 3 + 3
-    assert all(int(r["bytes"]) == 4 * n_params for r in rows)
+    # compact: L = 6 -> 2 + 4 * 6 = 26 features, 2 hidden layers of 32, 3 outputs, stored in
+    # float16 except the 3 output biases (float32)
+    n_params = 26 * 32 + 32 + 32 * 32 + 32 + 32 * 3 + 3
+    assert all(int(r["bytes"]) == 2 * (n_params - 3) + 4 * 3 for r in rows)
     assert all(int(r["failed"]) == 0 for r in rows)
 
     summary = json.loads((run / "summary.json").read_text())

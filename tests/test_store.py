@@ -193,6 +193,6 @@ def test_config_round_trip_refuses_unknown_keys(jet_file, tmp_path):
     fit_run(_cmd(jet_file, run, n=1))
     d = store.read_config(run).to_dict()
     assert store.RunConfig.from_dict(d).identity() == store.read_config(run).identity()
-    assert d["extra"]["bytes_per_jet"] == 4 * d["extra"]["param_count"]
+    assert d["extra"]["bytes_per_jet"] == 2 * (d["extra"]["param_count"] - 3) + 12  # compact: float16
     with pytest.raises(ConfigError, match="unknown key"):
         store.RunConfig.from_dict({**d, "colour": "red"})
