@@ -224,10 +224,17 @@ class LevelMonitor:
         self.first_time = {lv: np.full(n, np.nan) for lv in LEVELS}
 
     def __call__(self, step: int, ids: np.ndarray, recon: torch.Tensor) -> np.ndarray:
-        from inr_fast.metrics import quality_levels
+        from inr_fast.metrics import Q1_PSNR, Q2_REL_L2, psnr, quality_levels, rel_l2
 
-        x_hat = recon.detach().float().cpu().reshape(len(ids), IMAGE_SIZE, IMAGE_SIZE, N_CHANNELS)
-        levels = quality_levels(x_hat.numpy(), self.images[ids])
+        x_hat = recon.detach().float().cpu().reshape(len(ids), IMAGE_SIZE, IMAGE_SIZE, N_CHANNELS).numpy()
+        x = self.images[ids]
+        # Q1 needs psnr >= 55 dB and Q2 rel_l2 <= 0.05: the full predicate (SSIM, totals, mass) is
+        # evaluated only on jets that pass one of these cheap necessary conditions
+        cand = np.flatnonzero((psnr(x_hat, x) >= Q1_PSNR) | (rel_l2(x_hat, x) <= Q2_REL_L2))
+        levels = {lv: np.zeros(len(ids), dtype=bool) for lv in LEVELS}
+        if cand.size:
+            for lv, ok in quality_levels(x_hat[cand], x[cand]).items():
+                levels[lv][cand] = ok
         now = time.perf_counter() - self.t0
         for lv in LEVELS:
             new = levels[lv] & (self.first_step[lv][ids] < 0)

@@ -438,8 +438,14 @@ def level_met(
 
     shape = (-1, IMAGE_SIZE, IMAGE_SIZE, N_CHANNELS)
     x_hat, x = recon.detach().double().cpu().reshape(shape), images.detach().double().cpu().reshape(shape)
-    if level != "Q2":
-        return np.asarray(quality_levels(x_hat, x)[level], dtype=bool)
+    if level != "Q2":  # Q1: SSIM only where the necessary psnr >= 55 dB holds
+        from inr_fast.metrics import Q1_PSNR, psnr
+
+        out = np.zeros(len(x), dtype=bool)
+        cand = np.flatnonzero(np.asarray(psnr(x_hat, x)) >= Q1_PSNR)
+        if cand.size:
+            out[cand] = np.asarray(quality_levels(x_hat[cand], x[cand])[level], dtype=bool)
+        return out
     if rel_l2 is None:
         rel_l2 = psnr_rel_l2(x_hat.flatten(1, 2), x.flatten(1, 2))[1]
     nan = np.full(len(x), np.nan)
