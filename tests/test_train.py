@@ -525,6 +525,11 @@ def test_float16_parameters_are_stored_rounded_with_exact_channel_totals(tmp_pat
     np.testing.assert_array_equal(res.reconstructions[1], res.render(1))
     spec = res.config.model
     assert stored_bytes_per_jet(spec, "float16") == 2 * (param_count(spec) - 3) + 12
+    # a jet stopped by a target keeps the rounded network the check judged, which holds the target
+    stop = fit(images, "fast", param_dtype="float16", target_psnr=20.0, **{**kw, "max_steps": 60})
+    assert stop.reached_target.all() and (stop.n_steps < 60).all() and (stop.psnr >= 20.0).all()
+    for t in stop.weights:
+        torch.testing.assert_close(t, t.half().float(), rtol=0, atol=0)
     # the run directory stores exactly those bytes per jet, and loads back the same network
     path = tmp_path / "jets.h5"
     with h5py.File(path, "w") as f:
