@@ -804,10 +804,23 @@ def train_batch(
             elif why == "nonfinite":
                 nonfinite[jet] = True
 
+    def objective(x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, fused: bool):
+        """The training loss of the active jets on pixels x ((N, 2) or per jet (k, M, 2)) with pixel
+        weights: (loss (k,), gradients or None, autograd leaves or None, prediction or None). With
+        ``fused`` and a fused step, loss and gradients come from one kernel call; otherwise forward
+        (autocast to ``amp_dtype``) with autograd leaves, the gradients taken later."""
+        if fused and loss_grad_fn is not None:
+            with torch.no_grad():
+                value, g_w, g_b = loss_grad_fn(x, params[:n_w], params[n_w:], target, weight)
+            return value, g_w + g_b, None, None
+        lv = [p.detach().requires_grad_(True) for p in params]
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            y = forward_fn(x, lv[:n_w], lv[n_w:])
+        return weighted_mse(y, target, weight), None, lv, y
+
     for step in range(cfg.max_steps):
         lr = cosine_lr(step, cfg.lr, cfg.t_max, cfg.eta_min)
         check = (step % cfg.check_every == 0) or step == cfg.max_steps - 1
-        grads = None
         if sampler is not None:  # a pixel subset per jet for the gradient; every pixel for the checks
             if check:
                 with torch.no_grad():
@@ -815,29 +828,13 @@ def train_batch(
                     pred = forward_fn(coords, checked[:n_w], checked[n_w:])
                     loss = weighted_mse(pred, act_target, act_emph)
             idx, pix_w = sampler.draw(active.tolist())
-            sub_x = coords[idx]  # (k, M, 2)
             sub_target = act_target.gather(1, idx.unsqueeze(-1).expand(-1, -1, act_target.shape[-1]))
-            if loss_grad_fn is not None:
-                with torch.no_grad():
-                    grad_loss, g_w, g_b = loss_grad_fn(sub_x, params[:n_w], params[n_w:], sub_target, pix_w)
-                grads = g_w + g_b
-            else:
-                leaves = [p.detach().requires_grad_(True) for p in params]
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    sub_pred = forward_fn(sub_x, leaves[:n_w], leaves[n_w:])
-                sq = (sub_pred.float() - sub_target).square() * pix_w.unsqueeze(-1)
-                grad_loss = sq.mean(dim=(1, 2))  # the kernel's sum w (y - t)^2 / (3 M)
+            grad_loss, grads, leaves, _ = objective(coords[idx], sub_target, pix_w, fused=True)
             if not check:
                 loss = grad_loss.detach()
-        elif loss_grad_fn is not None and not check:
-            with torch.no_grad():
-                loss, g_w, g_b = loss_grad_fn(coords, params[:n_w], params[n_w:], act_target, act_emph)
-            grads = g_w + g_b
-        else:
-            leaves = [p.detach().requires_grad_(True) for p in params]
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                pred = forward_fn(coords, leaves[:n_w], leaves[n_w:])
-            loss = grad_loss = weighted_mse(pred, act_target, act_emph)  # (B,)
+        else:  # every pixel; check steps need the forward pass (autograd path)
+            grad_loss, grads, leaves, pred = objective(coords, act_target, act_emph, fused=not check)
+            loss = grad_loss.detach()
         hist[0, active, step] = loss.detach()
 
         done: list[int] = []
