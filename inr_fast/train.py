@@ -1309,16 +1309,23 @@ class FitCommand:
     overwrite: bool = False
     progress: bool = True
     figures: bool = True
+    empty_samples: int | None = None  # 0: every pixel every step
+    bright_weight: float | None = None
+    param_dtype: str | None = None
 
     def fit_config(self) -> FitConfig:
-        return get_preset(self.preset).with_overrides(
+        cfg = get_preset(self.preset).with_overrides(
             backend=self.backend,
             target_psnr=self.target_psnr,
             target_rel_l2=self.target_rel_l2,
             target_level=self.target_level,
             max_steps=self.max_steps,
             batch_size=self.batch_size,
+            empty_samples=self.empty_samples or None,
+            bright_weight=self.bright_weight,
+            param_dtype=self.param_dtype,
         )
+        return replace(cfg, empty_samples=None) if self.empty_samples == 0 else cfg
 
 
 def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
@@ -1353,6 +1360,26 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-steps", type=int, default=None, metavar="N", help="steps per jet at most")
     parser.add_argument("--batch-size", type=int, default=None, metavar="JETS", help="jets trained together")
+    parser.add_argument(
+        "--empty-samples",
+        type=int,
+        default=None,
+        metavar="K",
+        help="random empty pixels per jet and step, besides the non-empty ones (0: all; default: preset)",
+    )
+    parser.add_argument(
+        "--bright-weight",
+        type=float,
+        default=None,
+        metavar="L",
+        help="loss weight 1 + L sqrt(E/E_max) of non-empty pixels (0: plain MSE; default: preset)",
+    )
+    parser.add_argument(
+        "--param-dtype",
+        choices=PARAM_DTYPES,
+        default=None,
+        help="stored parameter precision (default: preset)",
+    )
     parser.add_argument("--channels-first", action="store_true", help="the file stores (N, 3, 125, 125)")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace a run directory with a different config"
@@ -1376,6 +1403,9 @@ def run_fit(args: argparse.Namespace) -> int:
         target_level=args.target_level,
         max_steps=args.max_steps,
         batch_size=args.batch_size,
+        empty_samples=args.empty_samples,
+        bright_weight=args.bright_weight,
+        param_dtype=args.param_dtype,
         channels_first=args.channels_first,
         overwrite=args.overwrite,
         progress=not args.quiet,

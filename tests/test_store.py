@@ -12,7 +12,7 @@ from inr_fast import store
 from inr_fast.cli import main
 from inr_fast.data import pixel_grid
 from inr_fast.errors import ConfigError, DataError, OutputExistsError
-from inr_fast.reference import PEMLP
+from inr_fast.reference import PEMLP, param_count
 from inr_fast.testing import gaussian_jets
 from inr_fast.train import FitCommand, fit_run
 
@@ -196,3 +196,16 @@ def test_config_round_trip_refuses_unknown_keys(jet_file, tmp_path):
     assert d["extra"]["bytes_per_jet"] == 2 * (d["extra"]["param_count"] - 3) + 12  # compact: float16
     with pytest.raises(ConfigError, match="unknown key"):
         store.RunConfig.from_dict({**d, "colour": "red"})
+
+
+def test_fit_command_line_sets_sampling_weight_and_storage(jet_file, tmp_path):
+    run = tmp_path / "run"
+    args = ["fit", str(jet_file), "--out", str(run), "--preset", "fast", "--n", "1", "--quiet",
+            "--no-figures", "--empty-samples", "0", "--bright-weight", "7", "--param-dtype", "float16",
+            *TINY]  # fmt: skip
+    assert main(args) == 0
+    cfg = store.read_config(run).fit
+    assert (cfg.empty_samples, cfg.bright_weight, cfg.param_dtype) == (None, 7.0, "float16")
+    assert store.read_config(run).to_dict()["extra"]["bytes_per_jet"] == 2 * (param_count(cfg.model) - 3) + 12
+    bad = ["fit", str(jet_file), "--out", str(tmp_path / "bad"), "--preset", "fast", "--empty-samples", "-3"]
+    assert main(bad) == 2
