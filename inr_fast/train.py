@@ -729,33 +729,29 @@ def train_batch(
     progress=None,
     loss_grad_fn: LossGradFn | None = None,
     monitor: BatchMonitor | None = None,
-    init: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None,
 ) -> BatchOutcome:
     """Train B networks together, each on its own jet, from their per-jet initialisations.
 
     images (B, N, 3): the original (GeV) pixel values on the training device, in the order of
     ``coords`` (N, 2); ``norm``: the B-jet normaliser; ``seeds`` (B,): per-jet RNG seeds.
     Each step: forward of the active jets (autocast to ``amp_dtype`` if given), per-jet MSE on the
-    normalised values (mean over N and channels), gradients of the (loss-scaled) sum, which are per-jet
-    gradients because the networks are independent, a masked batched AdamW step. Every
-    ``cfg.check_every`` steps (and before the last), psnr/rel_l2 on the original scale are recorded;
-    jets that meet the targets, or whose loss is non-finite, leave the batch with the parameters of
-    that forward pass. ``loss_grad_fn`` (float32 only, see :func:`get_loss_grad`): on steps that record
-    no metrics, loss and gradients come from it in one call instead of ``forward_fn`` + autograd.
+    normalised values (mean over pixels and channels, pixels weighted by ``cfg.bright_weight``; with
+    ``cfg.empty_samples``, on a :class:`PixelSampler` subset), gradients of the (loss-scaled) sum, which
+    are per-jet gradients because the networks are independent, a masked batched AdamW step. Every
+    ``cfg.check_every`` steps (and before the last), psnr/rel_l2 on the original scale are recorded
+    over every pixel, for the network as it will be stored (``cfg.param_dtype``); jets that meet the
+    targets, or whose loss is non-finite, leave the batch with the parameters of that check.
+    ``loss_grad_fn`` (float32 only, see :func:`get_loss_grad`): on steps whose gradient needs no
+    forward pass of the checks, loss and gradients come from it in one call instead of ``forward_fn``
+    + autograd.
     ``monitor(step, positions, recon)``: called on check steps with the batch positions (k,) of the
     active jets and their reconstructions (k, N, 3) on the original scale; it may return a (k,) bool
     array of jets that should stop now (counted as having reached their target).
-    ``init``: one network's (weights, biases) (weights[l] (fan_out, fan_in)) every jet starts from (a
-    learned initialisation, :mod:`inr_fast.meta`) instead of its own random draw.
     """
     device = images.device
     n_jets = images.shape[0]
     target = norm.forward(images).to(torch.float32)  # (B, N, 3)
-    if init is None:
-        weights, biases = init_jets(cfg.model, seeds, device)
-    else:
-        weights = [w.to(device, torch.float32).expand(n_jets, -1, -1).clone() for w in init[0]]
-        biases = [b.to(device, torch.float32).expand(n_jets, -1).clone() for b in init[1]]
+    weights, biases = init_jets(cfg.model, seeds, device)
     params = weights + biases
     n_w = len(weights)
     exp_avg = [torch.zeros_like(p) for p in params]
