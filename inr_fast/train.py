@@ -14,9 +14,12 @@ Invariants:
 - The trainer calls the model only through ``forward_fn(x (N, 2), weights, biases) -> (B, N, 3)``
   (:func:`get_forward`): ``reference`` is :func:`inr_fast.reference.spec_forward`, ``fused`` is
   ``inr_fast.fused.pe_mlp``.
-- With the ``fused`` backend on the CPU in float32 (no autocast), steps that record no metrics take
-  loss and gradients from one fused call (:func:`get_loss_grad`, ``inr_fast.fused.mse_step``) instead
-  of forward + autograd: the same per-jet loss (mean over pixels and channels) and gradients.
+- With the ``fused`` backend on the CPU in float32 (no autocast), every step whose gradient needs no
+  forward pass of the checks (all steps with pixel sampling) takes loss and gradients from one fused
+  call (:func:`get_loss_grad`, ``inr_fast.fused.mse_step``) instead of forward + autograd: the same
+  per-jet (pixel-weighted) loss and gradients.
+- Every check, and every parameter set a jet keeps, is the network as it will be stored
+  (``param_dtype``): float16-rounded where asked, output biases re-solved for exact channel totals.
 - A jet whose loss or parameters become non-finite is retried from its initialisation in float32 (no
   autocast); if that fails too it is marked ``failed`` and its parameters are stored as zeros.
 """
@@ -524,11 +527,10 @@ def get_loss_grad(
     spec: ModelSpec, backend: str, device: torch.device, amp_dtype: torch.dtype | None
 ) -> LossGradFn | None:
     """The fused training step ``(x (N, 2) or (B, N, 2), weights, biases, target (B, N, 3), pixel_weight
-    (B, N) or None) -> (loss (B,),
-    grad_weights, grad_biases)`` (loss[b] = mean over pixels and channels of (y - t)^2, gradients of
-    loss.sum()), or None where the trainer keeps forward + autograd: other backends, autocast, and CUDA
-    (whose fp16 path needs the per-jet loss scaling of the autograd step; the CUDA mse_step kernel is
-    not wired in until it is measured on a GPU)."""
+    (B, N) or None) -> (loss (B,), grad_weights, grad_biases)`` (loss[b] = mean over pixels and
+    channels of w (y - t)^2, gradients of loss.sum()), or None where the trainer keeps forward +
+    autograd: other backends, autocast, and CUDA (whose fp16 path needs the per-jet loss scaling of
+    the autograd step; the CUDA mse_step kernel is not wired in until it is measured on a GPU)."""
     if backend != "fused" or spec.kind != "pe_relu" or amp_dtype is not None or device.type != "cpu":
         return None
     from inr_fast import fused
@@ -905,11 +907,12 @@ def train_batch(
             finite = torch.stack([torch.isfinite(p).flatten(1).all(dim=1) for p in params]).all(dim=0)
         finite = finite.cpu().numpy()
         shift = None
+        checked = stored(params)  # kept as stored (float16-rounded where param_dtype says so)
         if cfg.sum_correction:
             with torch.no_grad():
-                out_vals = forward_fn(coords, params[:n_w], params[n_w:]).float()
+                out_vals = forward_fn(coords, checked[:n_w], checked[n_w:]).float()
                 shift = match_channel_sums(out_vals, act_norm.inverse, act_images.double().sum(dim=1))
-        retire([i for i in range(len(active_list)) if finite[i]], cfg.max_steps, "max_steps", shift)
+        retire([i for i in range(len(active_list)) if finite[i]], cfg.max_steps, "max_steps", shift, checked)
         retire([i for i in range(len(active_list)) if not finite[i]], cfg.max_steps, "nonfinite")
     h = hist.cpu().numpy()
     return BatchOutcome(
@@ -1068,33 +1071,6 @@ class FitResult:
         )
 
 
-def round_float16(
-    weights: list[torch.Tensor],
-    biases: list[torch.Tensor],
-    cfg: FitConfig,
-    images: torch.Tensor,
-    norm,
-    coords: torch.Tensor,
-    forward_fn: ForwardFn,
-    failed: np.ndarray,
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """The parameters as ``param_dtype="float16"`` stores them: every weight and bias rounded to
-    float16 (returned as float32 tensors holding float16 values) except the output biases, which
-    stay float32 and, with ``cfg.sum_correction``, are shifted again so that the rounded network's
-    channel totals equal the originals'. images (k, N, 3) original values (device of ``coords``);
-    ``norm``: their normaliser; failed jets (all-zero parameters) are left as they are."""
-    w16 = [w.half().float() for w in weights]
-    b16 = [b.half().float() for b in biases[:-1]] + [biases[-1].clone()]
-    if cfg.sum_correction:
-        device = coords.device
-        with torch.no_grad():
-            out = forward_fn(coords, [w.to(device) for w in w16], [b.to(device) for b in b16]).float()
-            shift = match_channel_sums(out, norm.inverse, images.double().sum(dim=1)).cpu()
-        ok = torch.from_numpy(~np.asarray(failed, dtype=bool))
-        b16[-1][ok] = (b16[-1][ok].double() + shift[ok]).float()
-    return w16, b16
-
-
 def _fmt(indices: np.ndarray, limit: int = 8) -> str:
     items = ", ".join(str(int(i)) for i in indices[:limit])
     return items + (f" and {len(indices) - limit} more" if len(indices) > limit else "")
@@ -1175,11 +1151,6 @@ def fit_chunk(
         for p in out.weights + out.biases:  # never store garbage: failed jets become zeros
             p[torch.from_numpy(failed)] = 0.0
 
-    if cfg.param_dtype == "float16":
-        out.weights, out.biases = round_float16(
-            out.weights, out.biases, cfg, flat, norm, coords, forward_fn, failed
-        )
-
     from inr_fast.store import render_jet
 
     recon = np.zeros_like(images)
@@ -1195,12 +1166,6 @@ def fit_chunk(
         recon[j] = render_jet(cfg.model, w, b, jet_norm, IMAGE_SIZE, device)
         p, r = psnr_rel_l2(torch.from_numpy(recon[j]).reshape(1, -1, 3), flat[j : j + 1].cpu())
         psnr[j], rel[j] = float(p[0]), float(r[0])
-    reached = out.reached
-    if cfg.param_dtype != "float32" and cfg.has_target:  # the stored (rounded) network must hold them
-        met = targets_met(torch.from_numpy(psnr), torch.from_numpy(rel), cfg).numpy()
-        if cfg.target_level is not None:
-            met &= level_met(torch.from_numpy(recon).reshape(k, -1, N_CHANNELS), flat.cpu(), cfg.target_level)
-        reached = reached & met
     return FitResult(
         config=cfg,
         indices=indices,
@@ -1213,7 +1178,7 @@ def fit_chunk(
         n_steps=out.n_steps,
         psnr=psnr,
         rel_l2=rel,
-        reached_target=reached,
+        reached_target=out.reached,
         retried=retried,
         failed=failed,
         norm_scales=scales,
