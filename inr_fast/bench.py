@@ -426,9 +426,55 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed-jets", type=int, default=None, help="jets fitted with the slow seed recipe")
     parser.add_argument("--no-kernels", action="store_true")
     parser.add_argument("--no-end-to-end", action="store_true")
+    parser.add_argument(
+        "--parity",
+        action="store_true",
+        help="Q3 instead: the seed's full 10,000-step recipe on the first jets of set A, then the time "
+        "each preset needs to match it (inr_fast.parity; hours on a CPU unless --parity-seed is given)",
+    )
+    parser.add_argument("--parity-jets", type=int, default=4, help="jets for --parity (default 4)")
+    parser.add_argument(
+        "--parity-seed",
+        default=None,
+        metavar="JSON",
+        help="reuse the seed endpoint of an earlier --parity result (its JSON file) instead of rerunning it",
+    )
+
+
+def run_parity(args: argparse.Namespace) -> int:
+    """``inr-fast bench --parity``: Q3 (see :mod:`inr_fast.parity`)."""
+    from inr_fast.atomic import atomic_write_bytes
+    from inr_fast.parity import parity
+
+    out = Path(
+        args.out or f"benchmarks/results/parity-{socket.gethostname()}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        raise ConfigError(f"{out} exists; choose another --out (results are never overwritten)")
+    started = time.time()
+    result = parity(
+        args.parity_jets,
+        default_methods(quick=False)[1:],
+        args.device,
+        args.parity_seed,
+        curve_path=out.with_suffix(".seed-curve.jsonl"),
+    )
+    result.update(machine=machine_info(args.device), seconds=time.time() - started)
+    atomic_write_bytes(out, (json.dumps(result, indent=1, default=float) + "\n").encode())
+    m = result["machine"]
+    print(
+        f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}"
+        + (f", {m['gpu']}" if "gpu" in m else "")
+    )
+    print(result["table"])
+    print(f"\nwrote {out} ({result['seconds']:.0f} s)")
+    return 0
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    if args.parity:
+        return run_parity(args)
     n = args.n_jets or (8 if args.quick else 64)
     seed_jets = args.seed_jets or (2 if args.quick else 8)
     if n < 2 or seed_jets < 1:

@@ -57,7 +57,8 @@ ForwardFn = Callable[[torch.Tensor, list[torch.Tensor], list[torch.Tensor]], tor
 Monitor = Callable[[int, np.ndarray, torch.Tensor], "np.ndarray | None"]
 BatchMonitor = Monitor
 
-BACKENDS = ("reference", "fused")
+BACKENDS = ("reference", "fused", "auto")
+FUSED_WIDTHS = (16, 32, 64, 128)  # widths the fused kernels support
 NORMALISATIONS = ("channel_standardiser", "asinh_standardiser", "per_jet_max", "identity")
 TARGET_LEVELS = ("Q1", "Q2")
 AMP_MODES = ("auto", "off", "fp16", "bf16")
@@ -91,7 +92,9 @@ class FitConfig:
         channel (:func:`inr_fast.solve.match_channel_sums`) so that the channel totals of the
         reconstruction equal the original's; the shift is stored in the parameters.
     batch_size: jets trained together (one run-directory chunk each); finished jets leave the batch.
-    backend: ``reference`` (pure PyTorch) or ``fused`` (the compiled kernels, pe_relu only).
+    backend: ``reference`` (pure PyTorch), ``fused`` (the compiled kernels, pe_relu only) or ``auto``
+        (:func:`resolve_backend`: ``fused`` on the CPU where the extension and model allow it, else
+        ``reference``), resolved when a fit starts.
     empty_samples: ``None`` trains on every pixel every step. An integer k: each training step of a
         jet uses its non-empty pixels (any channel > 0) plus k of its empty pixels drawn uniformly at
         random (with replacement, from the jet's own generator: batch-independent), weighted so that
@@ -268,6 +271,7 @@ FAST = FitConfig(
     batch_size=64,
     empty_samples=512,
     bright_weight=100.0,
+    backend="auto",
 )
 object.__setattr__(
     FAST,
@@ -302,6 +306,7 @@ COMPACT = FitConfig(
     empty_samples=512,
     bright_weight=100.0,
     param_dtype="float16",
+    backend="auto",
 )
 object.__setattr__(
     COMPACT,
@@ -495,6 +500,21 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
             raise ConfigError("amp fp16 needs a CUDA device; on the CPU use amp 'off' or 'bf16'")
         return torch.float16
     return torch.bfloat16
+
+
+def resolve_backend(backend: str, spec: ModelSpec, device: torch.device) -> str:
+    """The concrete backend for ``backend`` (``auto`` resolved; others returned unchanged).
+
+    ``auto`` is ``fused`` when the model is pe_relu of a fused width (:data:`FUSED_WIDTHS`), the
+    compiled extension imports and the device is the CPU; otherwise ``reference``. On CUDA ``auto``
+    stays ``reference`` until the CUDA kernels have passed ``make gpu-test`` on a GPU (BENCHMARKS.md,
+    "GPU"); ``--backend fused`` uses them anyway."""
+    if backend != "auto":
+        return backend
+    from inr_fast._ext import extension_available
+
+    ok = spec.kind == "pe_relu" and spec.width in FUSED_WIDTHS and device.type == "cpu"
+    return "fused" if ok and extension_available() else "reference"
 
 
 def get_forward(spec: ModelSpec, backend: str) -> ForwardFn:
@@ -1233,6 +1253,7 @@ def fit(
     targets = {"target_psnr": target_psnr, "target_rel_l2": target_rel_l2, "target_level": target_level}
     cfg = replace(cfg, **{k: v for k, v in targets.items() if v is not KEEP})
     dev = resolve_device(device)
+    cfg = replace(cfg, backend=resolve_backend(cfg.backend, cfg.model, dev))
     ids = np.arange(len(images), dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64)
     if ids.shape != (len(images),):
         raise ConfigError(f"indices must give one id per jet ({len(images)}), got shape {ids.shape}")
@@ -1255,7 +1276,7 @@ class FitCommand:
 
     file: str
     out: str
-    preset: str = "seed"
+    preset: str = "fast"
     backend: str | None = None
     n: int | None = None
     indices: str | None = None
@@ -1295,10 +1316,18 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", required=True, help="run directory to write (resumed if it holds the same run)"
     )
     parser.add_argument(
-        "--preset", default="seed", choices=list(PRESETS), help="training recipe (default: seed)"
+        "--preset",
+        default="fast",
+        choices=list(PRESETS),
+        help="training recipe (default: fast; seed is the 10,000-step baseline recipe, ~25 minutes a jet "
+        "on 2 CPU cores)",
     )
     parser.add_argument(
-        "--backend", choices=BACKENDS, default=None, help="model implementation (default: reference)"
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="model implementation (default: the preset's: reference for seed, auto for fast and compact "
+        "= the fused kernels on the CPU)",
     )
     sel = parser.add_mutually_exclusive_group()
     sel.add_argument("--n", type=int, default=None, help="fit the first N jets")
@@ -1388,8 +1417,9 @@ def fit_run(cmd: FitCommand) -> str:
 
     if cmd.n is not None and cmd.n < 1:
         raise ConfigError(f"--n must be a positive integer, got {cmd.n}")
-    cfg = cmd.fit_config()
     device = resolve_device(cmd.device)
+    cfg = cmd.fit_config()
+    cfg = replace(cfg, backend=resolve_backend(cfg.backend, cfg.model, device))  # config.json: the one used
     run = Path(cmd.out)
     t0 = time.perf_counter()
     with JetFile(cmd.file, channels_first=cmd.channels_first) as jf:

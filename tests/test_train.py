@@ -262,11 +262,34 @@ def test_device_and_amp_resolution():
             train.resolve_device("cuda")
 
 
+def test_auto_backend_is_fused_on_the_cpu_where_the_model_allows_it(monkeypatch):
+    import inr_fast._ext as ext
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert FAST.backend == COMPACT.backend == "auto" and SEED.backend == "reference"
+    monkeypatch.setattr(ext, "extension_available", lambda: True)
+    assert train.resolve_backend("auto", FAST.model, cpu) == "fused"
+    assert train.resolve_backend("auto", replace(FAST.model, width=24), cpu) == "reference"  # no fused width
+    assert train.resolve_backend("auto", replace(FAST.model, kind="siren"), cpu) == "reference"
+    assert train.resolve_backend("auto", FAST.model, cuda) == "reference"  # CUDA kernels: opt-in
+    assert train.resolve_backend("reference", FAST.model, cpu) == "reference"
+    assert train.resolve_backend("fused", FAST.model, cuda) == "fused"  # explicit choices are kept
+    monkeypatch.setattr(ext, "extension_available", lambda: False)
+    assert train.resolve_backend("auto", FAST.model, cpu) == "reference"  # not built: still works
+    # fit() records the backend it used, never "auto"
+    res = fit(make_jets(1, seed=2), "fast", device="cpu", max_steps=2, n_freqs=2, width=16, depth=1)
+    assert res.config.backend == "reference"
+
+
 @pytest.mark.parametrize("preset", ["seed", "fast", "compact"])
 def test_every_preset_end_to_end(preset):
     images = make_jets(2, seed=6)
     res = fit(images, preset, device="cpu", seed=0, max_steps=3)
     assert res.config.name == preset and len(res) == 2
+    from inr_fast._ext import extension_available
+
+    want = "fused" if preset != "seed" and extension_available() else "reference"
+    assert res.config.backend == want
     assert np.isfinite(res.loss_history[:, :3]).all()
     assert (res.loss_history[:, 2] < res.loss_history[:, 0]).all()
     np.testing.assert_array_equal(res.reconstructions[1], res.render(1))
@@ -281,7 +304,8 @@ def test_siren_model_trains():
 def test_fused_backend_matches_reference_or_says_why():
     images = make_jets(2, seed=8)
     kw = dict(device="cpu", seed=3, max_steps=4, n_freqs=4, width=16, depth=2)
-    ref = fit(images, "fast", **kw)
+    ref = fit(images, "fast", backend="reference", **kw)
+    assert ref.config.backend == "reference"
     try:
         fused = fit(images, "fast", backend="fused", **kw)
     except InrFastError as err:  # the extension is not built here, or lacks the op: a clear message
