@@ -301,7 +301,8 @@ def compute_all(
     ``psnr``, ``psnr_zero``, ``psnr_gain``, ``rel_l2``, ``rel_l2_{ecal,hcal,tracks}``, ``ssim``,
     ``lpips`` (unless ``with_lpips`` is False), and :func:`inr_fast.observables.physics_metrics`:
     ``sum_rel_err_{ecal,hcal,tracks}``, ``jet_pt``, ``jet_pt_hat``, ``jet_pt_rel_err``, ``jet_mass``,
-    ``jet_mass_hat``, ``jet_mass_rel_err``, ``n_nonzero``, ``n_kept``, ``n_spurious``, ``nonzero_kept``.
+    ``jet_mass_hat``, ``jet_mass_rel_err``, ``n_nonzero``, ``n_kept``, ``n_spurious``, ``nonzero_kept``,
+    ``off_support``, ``off_support_abs``.
     Relative errors of sums, pT and mass are signed.
     """
     from .layout import CHANNELS

@@ -182,6 +182,23 @@ def nonzero_kept(x_hat, x, threshold: float = NONZERO_THRESHOLD):
     return _like(n_kept.to(torch.float64) / n_nonzero.to(torch.float64), x_hat, x)
 
 
+def off_support(x_hat, x, channels: Sequence[int] = CALO_CHANNELS):
+    """The reconstruction's deposits where the original is empty, as fractions of the original's total
+    over ``channels`` (default ECAL + HCAL): (..., H, W, C) twice -> two (...) arrays
+    ``(signed, absolute)`` = (sum, sum of |.|) of x_hat over entries with x == 0, divided by sum(x).
+    A fit that leaves a faint floor over the empty pixels can meet the channel totals while moving
+    energy off the jet; ``absolute`` is 0 only for a reconstruction that is exactly zero there."""
+    th, t = _to_torch(x_hat), _to_torch(x)
+    _check_pair(th, t)
+    ch = list(channels)
+    xs, hs = t[..., ch].double(), th[..., ch].double()
+    empty = xs == 0
+    total = xs.sum(dim=(-3, -2, -1))
+    signed = torch.where(empty, hs, torch.zeros_like(hs)).sum(dim=(-3, -2, -1)) / total
+    absolute = torch.where(empty, hs.abs(), torch.zeros_like(hs)).sum(dim=(-3, -2, -1)) / total
+    return _like(signed, x_hat, x), _like(absolute, x_hat, x)
+
+
 def physics_metrics(
     x_hat,
     x,
@@ -192,7 +209,8 @@ def physics_metrics(
     """All physics quantities for a batch, as numpy float64 arrays of shape (B,) (input (B, H, W, 3)):
 
     ``sum_rel_err_{ecal,hcal,tracks}``, ``jet_pt``, ``jet_pt_hat``, ``jet_pt_rel_err``, ``jet_mass``,
-    ``jet_mass_hat``, ``jet_mass_rel_err``, ``n_nonzero``, ``n_kept``, ``n_spurious``, ``nonzero_kept``.
+    ``jet_mass_hat``, ``jet_mass_rel_err``, ``n_nonzero``, ``n_kept``, ``n_spurious``, ``nonzero_kept``,
+    ``off_support``, ``off_support_abs`` (:func:`off_support` over ``channels``).
     """
     from .layout import CHANNELS
 
@@ -210,4 +228,5 @@ def physics_metrics(
     n_nonzero, n_kept, n_spurious = nonzero_counts(th, t, threshold)
     out.update(n_nonzero=n_nonzero, n_kept=n_kept, n_spurious=n_spurious)
     out["nonzero_kept"] = n_kept.to(torch.float64) / n_nonzero.to(torch.float64)
+    out["off_support"], out["off_support_abs"] = off_support(th, t, channels)
     return {k: v.detach().cpu().numpy() for k, v in out.items()}

@@ -306,6 +306,7 @@ TABLE_COLUMNS = (
     ("dpT Trk %", "sum_rel_err_tracks", 100.0, "{:+.2f}"),
     ("dpT jet %", "jet_pt_rel_err", 100.0, "{:+.2f}"),
     ("dm jet %", "jet_mass_rel_err", 100.0, "{:+.2f}"),
+    ("|off| %", "off_support_abs", 100.0, "{:.2f}"),
     ("Steps", "steps", 1.0, "{:.0f}"),
 )
 
@@ -508,6 +509,7 @@ SUMMARY_ROWS = (
     ("jet_pt_rel_err", "jet pT error"),
     ("jet_mass_rel_err", "jet mass error"),
     ("nonzero_kept", "non-zero pixels kept"),
+    ("off_support_abs", "|deposits| off the jet's pixels (ECAL+HCAL)"),
     ("steps", "steps"),
     ("fit_seconds", "fit seconds per jet"),
     ("bytes", "bytes per jet"),
@@ -524,7 +526,7 @@ def _summary_table(summary: dict) -> str:
     for key, title in SUMMARY_ROWS:
         if key not in summary["metrics"]:
             continue
-        scale = 100.0 if "rel_err" in key else 1.0
+        scale = 100.0 if "rel_err" in key or key.startswith("off_support") else 1.0
         fmt = lambda st, s, k=scale: "" if st[s] is None else f"{st[s] * k:.5g}"  # noqa: E731
         st = summary["metrics"][key]
         row = [title + (" [%]" if scale != 1.0 else ""), str(st["n"] - st["n_nonfinite"])]

@@ -131,6 +131,22 @@ def test_nonzero_counts_by_hand():
     assert np.isnan(obs.nonzero_kept(x_hat, empty())[0])
 
 
+def test_off_support_by_hand():
+    x = empty()
+    x[0, 10, 10, 0], x[0, 20, 20, 1], x[0, 30, 30, 2] = 6.0, 4.0, 5.0  # calorimeter total 10 GeV
+    x_hat = x.copy()
+    x_hat[0, 10, 10, 0] = 7.0  # on the support: not counted
+    x_hat[0, 50, 50, 0], x_hat[0, 60, 60, 1] = 0.3, -0.1  # off the support, ECAL and HCAL
+    x_hat[0, 70, 70, 2] = 9.0  # Tracks: not a calorimeter channel by default
+    signed, absolute = obs.off_support(x_hat, x)
+    assert signed[0] == pytest.approx(0.02) and absolute[0] == pytest.approx(0.04)
+    signed, absolute = obs.off_support(x_hat, x, channels=(0, 1, 2))  # total 15 GeV
+    assert signed[0] == pytest.approx(9.2 / 15) and absolute[0] == pytest.approx(9.4 / 15)
+    assert obs.off_support(x, x)[1][0] == 0.0
+    out = obs.physics_metrics(x_hat, x)
+    assert out["off_support"][0] == pytest.approx(0.02) and out["off_support_abs"][0] == pytest.approx(0.04)
+
+
 def test_physics_metrics_dict_and_torch_inputs():
     x = empty(2)
     x[:, C, C + 4, 0] = 8.0
