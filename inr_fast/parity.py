@@ -33,7 +33,7 @@ FULL_STEPS = 10_000
 CURVE_EVERY = 500  # steps between the seed's recorded quality points
 PARITY_SET = ("A", 1001, 70.0, 200.0)  # bench set A (inr_fast.bench.JET_SETS[0])
 ENDPOINT_KEYS = ("rel_l2", "psnr", "ssim", "sum_rel_err_ecal", "sum_rel_err_hcal", "sum_rel_err_tracks",
-                 "jet_mass_rel_err", "psnr_gain")  # fmt: skip
+                 "jet_mass_rel_err", "psnr_gain", "off_support", "off_support_abs")  # fmt: skip
 
 
 def parity_targets(seed_metrics: dict) -> dict[str, np.ndarray]:
@@ -144,9 +144,13 @@ def seed_endpoint(images: np.ndarray, jets: dict, device: str = "cpu", curve_pat
                  target_psnr=None, target_rel_l2=None, target_level=None, monitor=curve)  # fmt: skip
     wall = time.perf_counter() - t0
     m = compute_all(result.reconstructions, images, with_lpips=False)
+    from inr_fast.reference import bytes_per_jet
+    from inr_fast.train import get_preset
+
     return {
         "jets": jets,
         "steps": FULL_STEPS,
+        "bytes_per_jet": int(bytes_per_jet(get_preset("seed").model)),
         "wall_s": wall,
         "steps_run": int(np.sum(result.n_steps)),
         "metrics": {k: np.asarray(m[k]).tolist() for k in ENDPOINT_KEYS},
@@ -247,15 +251,25 @@ def format_parity(endpoint: dict, timing: dict, rows: list[dict]) -> str:
             f"| {j} | {m['psnr_gain'][j]:.1f} | {m['rel_l2'][j]:.4f} | {m['ssim'][j]:.5f} | "
             f"{100 * abs(m['jet_mass_rel_err'][j]):.2f} | " + " | ".join(cells) + " |"
         )
-    out += ["", "| method | Q3 reached | s per jet | seed full recipe s per jet | speed-up | bytes/jet |",
-            "|---|---|---|---|---|---|"]  # fmt: skip
+    out += ["", "| method | Q3 reached | s per jet | seed full recipe s per jet | speed-up | bytes/jet | "
+            "median rel_l2 | median mass err % | median off-support |.| % |",
+            "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+
+    def medians(metrics: dict) -> str:
+        off = metrics.get("off_support_abs")
+        off_s = "" if off is None else f"{100 * np.median(off):.2f}"
+        mass = 100 * np.median(np.abs(metrics["jet_mass_rel_err"]))
+        return f"{np.median(metrics['rel_l2']):.4f} | {mass:.2f} | {off_s}"
+
+    seed_bytes = endpoint.get("bytes_per_jet", "")
+    out.append(f"| seed (full recipe) | — | {full:.0f} | {full:.0f} | 1× | {seed_bytes} | {medians(m)} |")
     for r in rows:
         per_jet = r["wall_s"] / r["n_jets"]
         n_ok = int(np.sum(r["reached"]))
         ratio = f"{full / per_jet:.0f}×" if n_ok == r["n_jets"] else "—"
         out.append(
             f"| {r['method']} | {n_ok}/{r['n_jets']} | {per_jet:.2f} | {full:.0f} | {ratio} | "
-            f"{r['bytes_per_jet']} |"
+            f"{r['bytes_per_jet']} | {medians(r['metrics'])} |"
         )
     return "\n".join(out)
 

@@ -143,4 +143,5 @@ def test_run_to_parity_and_table_on_tiny_jets():
     assert "1500 s per jet" in table and "a twentieth: 75 s" in table
     assert "| tiny | 0/2 |" in table and "| — |" in table  # no ratio unless every jet reached Q3
     assert "| done | 2/2 | 1.50 | 1500 | 1000× |" in table
+    assert "| seed (full recipe) | — | 1500 | 1500 | 1× |" in table
     assert "(not Q3)" in table
