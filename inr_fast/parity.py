@@ -275,7 +275,7 @@ def format_parity(endpoint: dict, timing: dict, rows: list[dict]) -> str:
 
 
 def parity(n_jets: int, methods, device: str = "cpu", endpoint_path: str | None = None,
-           curve_path: str | Path | None = None, timing_steps: int = 30) -> dict:  # fmt: skip
+           curve_path: str | Path | None = None, timing_steps: int = 50) -> dict:  # fmt: skip
     """The whole Q3 measurement; returns everything measured (the CLI writes it as JSON, whose
     ``endpoint`` a later run can reuse). ``curve_path``: JSON lines of the seed's quality every
     500 steps, written as the long run goes."""
