@@ -1284,7 +1284,7 @@ class FitCommand:
     seed: int = 0
     target_psnr: float | None = None
     target_rel_l2: float | None = None
-    target_level: str | None = None
+    target_level: str | None = None  # None: the preset's; "none": no level target
     max_steps: int | None = None
     batch_size: int | None = None
     channels_first: bool = False
@@ -1300,13 +1300,15 @@ class FitCommand:
             backend=self.backend,
             target_psnr=self.target_psnr,
             target_rel_l2=self.target_rel_l2,
-            target_level=self.target_level,
+            target_level=None if self.target_level == "none" else self.target_level,
             max_steps=self.max_steps,
             batch_size=self.batch_size,
             empty_samples=self.empty_samples or None,
             bright_weight=self.bright_weight,
             param_dtype=self.param_dtype,
         )
+        if self.target_level == "none":  # run every step: no level stops a jet
+            cfg = replace(cfg, target_level=None)
         return replace(cfg, empty_samples=None) if self.empty_samples == 0 else cfg
 
 
@@ -1344,9 +1346,11 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--target-level",
-        choices=("Q1", "Q2"),
+        choices=("Q1", "Q2", "none"),
         default=None,
-        help="stop a jet once this quality level of DESIGN.md holds (Q2: rel_l2, channel totals, mass)",
+        help="stop a jet once this quality level of DESIGN.md holds (Q2: rel_l2, channel totals, mass); "
+        "none: run every step (e.g. --preset fast --max-steps 10000 --target-level none matches the "
+        "full seed recipe's quality, BENCHMARKS.md Q3); default: the preset's (fast, compact: Q2)",
     )
     parser.add_argument("--max-steps", type=int, default=None, metavar="N", help="steps per jet at most")
     parser.add_argument("--batch-size", type=int, default=None, metavar="JETS", help="jets trained together")

@@ -530,6 +530,16 @@ def test_sampled_training_fused_equals_reference_and_learns():
         FAST.with_overrides(empty_samples=0)
 
 
+def test_fit_command_target_level_none_removes_the_presets_stop():
+    def cmd(level):
+        return train.FitCommand(file="x.h5", out="run", preset="fast", target_level=level).fit_config()
+
+    assert cmd(None).target_level == "Q2" == FAST.target_level  # the preset's
+    assert cmd("Q1").target_level == "Q1"
+    assert cmd("none").target_level is None and not cmd("none").has_target
+    assert train.FitCommand(file="x.h5", out="run").preset == "fast"  # the default preset
+
+
 def test_float16_parameters_are_stored_rounded_with_exact_channel_totals(tmp_path):
     import h5py
     from safetensors import safe_open
