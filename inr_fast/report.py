@@ -306,7 +306,7 @@ TABLE_COLUMNS = (
     ("dpT Trk %", "sum_rel_err_tracks", 100.0, "{:+.2f}"),
     ("dpT jet %", "jet_pt_rel_err", 100.0, "{:+.2f}"),
     ("dm jet %", "jet_mass_rel_err", 100.0, "{:+.2f}"),
-    ("|off| %", "off_support_abs", 100.0, "{:.2f}"),
+    ("off-jet %", "off_support_abs", 100.0, "{:.2f}"),
     ("Steps", "steps", 1.0, "{:.0f}"),
 )
 
