@@ -169,9 +169,10 @@ def _nan_injector(monkeypatch, position: int, calls: set[int]):
 
 def test_a_nan_jet_is_retried_in_float32_and_equals_a_clean_fit(monkeypatch):
     images = make_jets(3, seed=4)
-    clean = fit(images, "fast", device="cpu", seed=2, max_steps=12, **TINY)
+    kw = dict(device="cpu", seed=2, max_steps=12, backend="reference", **TINY)  # every step via forward
+    clean = fit(images, "fast", **kw)
     _nan_injector(monkeypatch, position=1, calls={4})  # call 1 is the backend probe
-    res = fit(images, "fast", device="cpu", seed=2, max_steps=12, **TINY)
+    res = fit(images, "fast", **kw)
     assert res.retried.tolist() == [False, True, False] and not res.failed.any()
     for a, b in zip(clean.weights, res.weights, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
@@ -182,7 +183,7 @@ def test_a_nan_jet_is_retried_in_float32_and_equals_a_clean_fit(monkeypatch):
 def test_a_jet_that_stays_nan_is_marked_failed_and_stored_as_zeros(monkeypatch):
     images = make_jets(1, seed=4)
     _nan_injector(monkeypatch, position=0, calls=set(range(2, 1000)))
-    res = fit(images, "fast", device="cpu", seed=2, max_steps=5, **TINY)
+    res = fit(images, "fast", device="cpu", seed=2, max_steps=5, backend="reference", **TINY)
     assert res.failed.tolist() == [True] and res.retried.tolist() == [True]
     assert all(float(w.abs().sum()) == 0.0 for w in res.weights + res.biases)
     assert np.isfinite(res.reconstructions).all()
@@ -360,7 +361,7 @@ def test_fused_mse_step_path_equals_the_reference_step_by_step(monkeypatch, empt
 
     monkeypatch.setattr(fused, "mse_step", counted)
     preset = replace(FAST, empty_samples=empty_samples, bright_weight=bright_weight)
-    ref = fit(images, preset, target_rel_l2=None, **kw)
+    ref = fit(images, preset, backend="reference", target_rel_l2=None, **kw)
     assert calls["n"] == 0
     fast = fit(images, preset, backend="fused", target_rel_l2=None, **kw)
     # without sampling, steps 0, 4 and 8 (the last) record metrics through the forward path
