@@ -464,6 +464,7 @@ def run_parity(args: argparse.Namespace) -> int:
         args.device,
         args.parity_seed,
         curve_path=out.with_suffix(".seed-curve.jsonl"),
+        endpoint_out=out.with_suffix(".seed-endpoint.json"),
     )
     result.update(machine=machine_info(args.device), seconds=time.time() - started)
     atomic_write_bytes(out, (json.dumps(result, indent=1, default=float) + "\n").encode())

@@ -275,10 +275,12 @@ def format_parity(endpoint: dict, timing: dict, rows: list[dict]) -> str:
 
 
 def parity(n_jets: int, methods, device: str = "cpu", endpoint_path: str | None = None,
-           curve_path: str | Path | None = None, timing_steps: int = 50) -> dict:  # fmt: skip
+           curve_path: str | Path | None = None, timing_steps: int = 50,
+           endpoint_out: str | Path | None = None) -> dict:  # fmt: skip
     """The whole Q3 measurement; returns everything measured (the CLI writes it as JSON, whose
     ``endpoint`` a later run can reuse). ``curve_path``: JSON lines of the seed's quality every
-    500 steps, written as the long run goes."""
+    500 steps, written as the long run goes; ``endpoint_out``: where the seed's endpoint is written
+    as soon as it is known (so an interruption after the hours of the seed loses nothing)."""
     if n_jets < 1:
         raise ConfigError(f"--parity-jets must be >= 1, got {n_jets}")
     images, jets = parity_images(n_jets)
@@ -289,6 +291,11 @@ def parity(n_jets: int, methods, device: str = "cpu", endpoint_path: str | None 
         print(f"parity: the seed's full {FULL_STEPS}-step recipe on {n_jets} jets (hours on a CPU) ...",
               flush=True)  # fmt: skip
         endpoint = seed_endpoint(images, jets, device, curve_path)
+        if endpoint_out is not None:
+            from inr_fast.atomic import atomic_write_bytes
+
+            atomic_write_bytes(Path(endpoint_out), (json.dumps(endpoint, indent=1) + "\n").encode())
+            print(f"parity: wrote the seed endpoint {endpoint_out} (reuse: --parity-seed)", flush=True)
     targets = parity_targets(endpoint["metrics"])
     print(f"parity: timing the seed recipe ({timing_steps} steps per batching) ...", flush=True)
     timing = seed_step_seconds(images, device, timing_steps)

@@ -145,3 +145,26 @@ def test_run_to_parity_and_table_on_tiny_jets():
     assert "| done | 2/2 | 1.50 | 1500 | 1000× |" in table
     assert "| seed (full recipe) | — | 1500 | 1500 | 1× |" in table
     assert "(not Q3)" in table
+
+
+def test_parity_writes_the_seed_endpoint_before_anything_else_and_reuses_it(tmp_path, monkeypatch):
+    jets_seen = []
+
+    def fake_images(n):
+        jets = {"set": "A", "seed": 1001, "pt_min": 70.0, "pt_max": 200.0, "n": n}
+        return np.stack([_jet(i) for i in range(n)]), jets
+
+    def fake_endpoint(images, jets, device, curve_path):
+        jets_seen.append(jets)
+        return dict(_endpoint(jets, n=len(images)), bytes_per_jet=836_620)
+
+    monkeypatch.setattr(parity, "parity_images", fake_images)
+    monkeypatch.setattr(parity, "seed_endpoint", fake_endpoint)
+    monkeypatch.setattr(parity, "seed_step_seconds", lambda *a: {"batch_1": 0.1, "best": 0.1})
+    out = tmp_path / "seed-endpoint.json"
+    first = parity.parity(2, [], endpoint_out=out)
+    assert len(jets_seen) == 1 and out.exists()
+    assert json.loads(out.read_text()) == first["endpoint"]
+    again = parity.parity(2, [], endpoint_path=str(out))  # reused: the seed does not run again
+    assert len(jets_seen) == 1 and again["endpoint"] == first["endpoint"]
+    assert again["seed_full_recipe_s_per_jet"] == pytest.approx(1000.0)
