@@ -202,9 +202,9 @@ def default_methods(quick: bool) -> list[Method]:
 
 def _fused_width(preset: str) -> bool:
     """Whether the preset's network has a width the fused kernels support."""
-    from inr_fast.train import get_preset
+    from inr_fast.train import FUSED_WIDTHS, get_preset
 
-    return get_preset(preset).model.width in (16, 32, 64, 128)
+    return get_preset(preset).model.width in FUSED_WIDTHS
 
 
 class LevelMonitor:
@@ -442,6 +442,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _machine_line(m: dict) -> str:
+    return f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}" + (
+        f", {m['gpu']}" if "gpu" in m else ""
+    )
+
+
 def run_parity(args: argparse.Namespace) -> int:
     """``inr-fast bench --parity``: Q3 (see :mod:`inr_fast.parity`)."""
     from inr_fast.atomic import atomic_write_bytes
@@ -468,11 +474,7 @@ def run_parity(args: argparse.Namespace) -> int:
     )
     result.update(machine=machine_info(args.device), seconds=time.time() - started)
     atomic_write_bytes(out, (json.dumps(result, indent=1, default=float) + "\n").encode())
-    m = result["machine"]
-    print(
-        f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}"
-        + (f", {m['gpu']}" if "gpu" in m else "")
-    )
+    print(_machine_line(result["machine"]))
     print(result["table"])
     print(f"\nwrote {out} ({result['seconds']:.0f} s)")
     return 0
@@ -501,11 +503,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
     result = bench(cmd)
     atomic_write_bytes(out, (json.dumps(result, indent=1, default=float) + "\n").encode())
-    m = result["machine"]
-    print(
-        f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}"
-        + (f", {m['gpu']}" if "gpu" in m else "")
-    )
+    print(_machine_line(result["machine"]))
     if "kernels" in result:
         print("\nKernels (median seconds per call; step = MSE loss + all parameter gradients):\n")
         print(format_kernel_table(result["kernels"]))
