@@ -122,14 +122,19 @@ class CurveMonitor:
         return np.zeros(len(ids), dtype=bool)
 
 
+def parity_jets(n: int) -> dict:
+    """Where the first ``n`` jets of bench set A come from (the record an endpoint file carries)."""
+    name, seed, pt_min, pt_max = PARITY_SET
+    return {"set": name, "seed": seed, "pt_min": pt_min, "pt_max": pt_max, "n": n}
+
+
 def parity_images(n: int) -> tuple[np.ndarray, dict]:
-    """The first ``n`` jets of bench set A (n, 125, 125, 3) and a record of where they come from."""
+    """The first ``n`` jets of bench set A (n, 125, 125, 3) and :func:`parity_jets`."""
     from inr_fast.bench import _jet_set
 
-    name, seed, pt_min, pt_max = PARITY_SET
+    jets = parity_jets(n)
     # simulate 64 jets as the bench does and take the first n: the event stream depends only on the seed
-    images = _jet_set(seed, pt_min, pt_max, max(n, 64))[:n]
-    return images, {"set": name, "seed": seed, "pt_min": pt_min, "pt_max": pt_max, "n": n}
+    return _jet_set(jets["seed"], jets["pt_min"], jets["pt_max"], max(n, 64))[:n], jets
 
 
 def seed_endpoint(images: np.ndarray, jets: dict, device: str = "cpu", curve_path=None) -> dict:
@@ -283,11 +288,11 @@ def parity(n_jets: int, methods, device: str = "cpu", endpoint_path: str | None 
     as soon as it is known (so an interruption after the hours of the seed loses nothing)."""
     if n_jets < 1:
         raise ConfigError(f"--parity-jets must be >= 1, got {n_jets}")
-    images, jets = parity_images(n_jets)
-    if endpoint_path is not None:
-        endpoint = load_endpoint(endpoint_path, jets)
+    if endpoint_path is not None:  # checked before the jets are simulated
+        endpoint = load_endpoint(endpoint_path, parity_jets(n_jets))
         print(f"parity: seed endpoint from {endpoint_path}", flush=True)
-    else:
+    images, jets = parity_images(n_jets)
+    if endpoint_path is None:
         print(f"parity: the seed's full {FULL_STEPS}-step recipe on {n_jets} jets (hours on a CPU) ...",
               flush=True)  # fmt: skip
         endpoint = seed_endpoint(images, jets, device, curve_path)

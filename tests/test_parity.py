@@ -168,3 +168,13 @@ def test_parity_writes_the_seed_endpoint_before_anything_else_and_reuses_it(tmp_
     again = parity.parity(2, [], endpoint_path=str(out))  # reused: the seed does not run again
     assert len(jets_seen) == 1 and again["endpoint"] == first["endpoint"]
     assert again["seed_full_recipe_s_per_jet"] == pytest.approx(1000.0)
+
+
+def test_a_missing_endpoint_is_reported_before_any_jet_is_simulated(tmp_path, monkeypatch):
+    def never(n):
+        raise AssertionError("simulated jets before checking the endpoint file")
+
+    monkeypatch.setattr(parity, "parity_images", never)
+    with pytest.raises(DataError, match="no such seed endpoint"):
+        parity.parity(4, [], endpoint_path=str(tmp_path / "missing.json"))
+    assert parity.parity_jets(4) == {"set": "A", "seed": 1001, "pt_min": 70.0, "pt_max": 200.0, "n": 4}
