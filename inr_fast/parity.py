@@ -49,12 +49,15 @@ def parity_targets(seed_metrics: dict) -> dict[str, np.ndarray]:
     return {"rel_l2": rel, "ssim": ssim}
 
 
-def parity_met(x_hat, x, targets: dict[str, np.ndarray], ids: Sequence[int] | None = None) -> np.ndarray:
+def parity_met(
+    x_hat, x, targets: dict[str, np.ndarray], ids: Sequence[int] | None = None, metrics: dict | None = None
+) -> np.ndarray:
     """(B,) bool: Q3 for reconstructions x_hat of originals x ((B, 125, 125, 3) GeV), jets ``ids``
-    (positions in ``targets``; default 0..B-1)."""
+    (positions in ``targets``; default 0..B-1). ``metrics``: a :func:`compute_all` result for the
+    same images, to avoid recomputing it."""
     from inr_fast.metrics import compute_all, quality_levels
 
-    m = compute_all(x_hat, x, with_lpips=False)
+    m = compute_all(x_hat, x, with_lpips=False) if metrics is None else metrics
     q2 = quality_levels(x_hat, x, m)["Q2"]
     ids = np.arange(len(q2)) if ids is None else np.asarray(ids, dtype=np.int64)
     rel = np.nan_to_num(m["rel_l2"], nan=np.inf)
@@ -215,8 +218,8 @@ def run_to_parity(method, images: np.ndarray, targets: dict[str, np.ndarray], de
                  target_rel_l2=None, target_level=None, monitor=monitor, **method.overrides)  # fmt: skip
     wall = time.perf_counter() - t0
     cfg = get_preset(method.preset).with_overrides(**method.overrides)
-    holds = parity_met(result.reconstructions, images, targets)
     m = compute_all(result.reconstructions, images, with_lpips=False)
+    holds = parity_met(result.reconstructions, images, targets, metrics=m)
     return {
         "method": method.name,
         "preset": method.preset,
