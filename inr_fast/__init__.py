@@ -14,7 +14,7 @@ __all__ = ["__version__", "cuda_built", "extension_available", "fit"]
 def __getattr__(name: str):
     # `inr_fast.fit` imports the trainer (and torch) only when first used.
     if name == "fit":
-        from inr_fast.train import fit
+        from inr_fast.train.api import fit
 
         return fit
     raise AttributeError(f"module 'inr_fast' has no attribute {name!r}")

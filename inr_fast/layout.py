@@ -17,3 +17,10 @@ KEY_MASS = "m0"
 KEY_PT = "pt"
 REQUIRED_KEYS = (KEY_IMAGES, KEY_LABEL, KEY_MASS, KEY_PT)
 QUARK, GLUON = 1, 0
+#: label value -> name (the convention of the files we write; the public file's is not certain).
+LABEL_NAMES = {QUARK: "quark", GLUON: "gluon"}
+
+
+def label_name(label: int) -> str:
+    """'quark' (1), 'gluon' (0), else 'label k'."""
+    return LABEL_NAMES.get(int(label), f"label {int(label)}")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from inr_fast.jobs.fit import FitCommand, fit_run
 from inr_fast.testing import skip_gpu_items
+from tests.helpers import STEPS, write_jets
 
 
 def pytest_collection_modifyitems(config, items):
@@ -25,3 +27,21 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def fitted(tmp_path_factory):
+    """(run directory, originals) of a tiny fitted run (compact preset, 20 steps, chunks of 2 jets)."""
+    root = tmp_path_factory.mktemp("report")
+    originals = write_jets(root / "jets.h5")
+    cmd = FitCommand(
+        file=str(root / "jets.h5"),
+        out=str(root / "run"),
+        preset="compact",
+        max_steps=STEPS,
+        batch_size=2,
+        device="cpu",
+        progress=False,
+    )
+    fit_run(cmd)
+    return root / "run", originals

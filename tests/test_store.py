@@ -7,14 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-import inr_fast.train as train
+import inr_fast.jobs.fit
 from inr_fast import store
 from inr_fast.cli import main
-from inr_fast.data import pixel_grid
+from inr_fast.commands.render import RenderCommand, render_to_file
+from inr_fast.data.grid import pixel_grid
 from inr_fast.errors import ConfigError, DataError, OutputExistsError
-from inr_fast.reference import PEMLP, param_count
+from inr_fast.jobs.fit import FitCommand, fit_run
+from inr_fast.model.reference import PEMLP
+from inr_fast.model.spec import param_count
 from inr_fast.testing import gaussian_jets
-from inr_fast.train import FitCommand, fit_run
+from inr_fast.train.api import fit_chunk
 
 TINY = ["--max-steps", "6"]
 
@@ -46,7 +49,6 @@ def _cmd(jet_file, run, **kw) -> FitCommand:
         max_steps=6,
         batch_size=1,
         progress=False,
-        figures=False,
     )
     return FitCommand(**{**base, **kw})
 
@@ -112,7 +114,7 @@ def test_render_at_higher_resolution_conserves_the_channel_sums(jet_file, tmp_pa
 
 def test_resume_after_a_failure_does_not_refit_finished_jets(jet_file, tmp_path, monkeypatch):
     run = tmp_path / "run"
-    real = train.fit_chunk
+    real = fit_chunk
     calls = []
 
     def failing(images, indices, *args, **kw):
@@ -121,7 +123,7 @@ def test_resume_after_a_failure_does_not_refit_finished_jets(jet_file, tmp_path,
             raise RuntimeError("injected failure")
         return real(images, indices, *args, **kw)
 
-    monkeypatch.setattr(train, "fit_chunk", failing)
+    monkeypatch.setattr(inr_fast.jobs.fit, "fit_chunk", failing)
     with pytest.raises(RuntimeError, match="injected"):
         fit_run(_cmd(jet_file, run))
     first = store.chunk_path(run, 0)
@@ -131,7 +133,7 @@ def test_resume_after_a_failure_does_not_refit_finished_jets(jet_file, tmp_path,
 
     calls.clear()
     monkeypatch.setattr(
-        train, "fit_chunk", lambda *a, **k: calls.append([int(i) for i in a[1]]) or real(*a, **k)
+        inr_fast.jobs.fit, "fit_chunk", lambda *a, **k: calls.append([int(i) for i in a[1]]) or real(*a, **k)
     )
     fit_run(_cmd(jet_file, run))
     assert calls == [[1], [2]]
@@ -181,7 +183,7 @@ def test_clear_errors(jet_file, tmp_path):
     with pytest.raises(DataError, match="not part of this run"):
         store.load_jet(run, 3)
     with pytest.raises(ConfigError, match="unknown output type"):
-        store.render_to_file(store.RenderCommand(str(run), 0, str(tmp_path / "x.jpg")))
+        render_to_file(RenderCommand(str(run), 0, str(tmp_path / "x.jpg")))
     with pytest.raises(DataError, match="not an inr-fast run directory"):
         store.read_config(tmp_path)
     with pytest.raises(ConfigError, match="resolution"):

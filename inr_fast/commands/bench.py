@@ -1,0 +1,113 @@
+"""``inr-fast bench``: kernel timings, storage baselines and end-to-end time to quality (Q1, Q2), or
+with ``--parity`` the time to Q3 (parity with the seed's full recipe)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import time
+from pathlib import Path
+
+from inr_fast.atomic import atomic_write_bytes
+from inr_fast.bench.common import Method, default_methods, machine_info, machine_line
+from inr_fast.bench.kernels import format_kernel_table
+from inr_fast.bench.parity import parity
+from inr_fast.bench.suite import BenchCommand, bench
+from inr_fast.errors import ConfigError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="one kernel shape, 8 jets of one set (minutes)")
+    parser.add_argument(
+        "--out", default=None, help="JSON file (default benchmarks/results/bench-HOST-TIME.json)"
+    )
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--n-jets", type=int, default=None, help="jets per set (default 64, quick 8)")
+    parser.add_argument("--seed-jets", type=int, default=None, help="jets fitted with the slow seed recipe")
+    parser.add_argument("--no-kernels", action="store_true")
+    parser.add_argument("--no-end-to-end", action="store_true")
+    parser.add_argument(
+        "--parity",
+        action="store_true",
+        help="Q3 instead: the seed's full 10,000-step recipe on the first jets of set A, then the time "
+        "each preset needs to match it (inr_fast.bench.parity; hours on a CPU unless --parity-seed is given)",
+    )
+    parser.add_argument("--parity-jets", type=int, default=4, help="jets for --parity (default 4)")
+    parser.add_argument(
+        "--parity-seed",
+        default=None,
+        metavar="JSON",
+        help="reuse the seed endpoint of an earlier --parity result (its JSON file) instead of rerunning it",
+    )
+
+
+def run_parity(args: argparse.Namespace) -> int:
+    """``inr-fast bench --parity``: Q3 (see :mod:`inr_fast.bench.parity`)."""
+
+    out = Path(
+        args.out or f"benchmarks/results/parity-{socket.gethostname()}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        raise ConfigError(f"{out} exists; choose another --out (results are never overwritten)")
+    started = time.time()
+    # the presets as they are, and `fast` given the seed's own budget of 10,000 steps (cosine over them)
+    methods = default_methods(quick=False)[1:] + [
+        Method("fast, 10k steps", "fast", "fused", {"max_steps": 10_000})
+    ]
+    result = parity(
+        args.parity_jets,
+        methods,
+        args.device,
+        args.parity_seed,
+        curve_path=out.with_suffix(".seed-curve.jsonl"),
+        endpoint_out=out.with_suffix(".seed-endpoint.json"),
+    )
+    result.update(machine=machine_info(args.device), seconds=time.time() - started)
+    atomic_write_bytes(out, (json.dumps(result, indent=1, default=float) + "\n").encode())
+    print(machine_line(result["machine"]))
+    print(result["table"])
+    print(f"\nwrote {out} ({result['seconds']:.0f} s)")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.parity:
+        return run_parity(args)
+    n = args.n_jets or (8 if args.quick else 64)
+    seed_jets = args.seed_jets or (2 if args.quick else 8)
+    if n < 2 or seed_jets < 1:
+        raise ConfigError("--n-jets must be >= 2 and --seed-jets >= 1")
+    cmd = BenchCommand(
+        quick=args.quick,
+        out=args.out,
+        device=args.device,
+        n_jets=n,
+        seed_jets=min(seed_jets, n),
+        kernels=not args.no_kernels,
+        end_to_end=not args.no_end_to_end,
+    )
+    out = Path(
+        cmd.out or f"benchmarks/results/bench-{socket.gethostname()}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    )
+    result = bench(cmd)
+    atomic_write_bytes(out, (json.dumps(result, indent=1, default=float) + "\n").encode())
+    print(machine_line(result["machine"]))
+    if "kernels" in result:
+        print("\nKernels (median seconds per call; step = MSE loss + all parameter gradients):\n")
+        print(format_kernel_table(result["kernels"]))
+    for name, js in result.get("jet_sets", {}).items():
+        sim = js["simulation"]
+        st = js["storage"]
+        print(
+            f"\nJet set {name}: {sim['n']} jets, simulation seed {sim['seed']}, "
+            f"pT {sim['pt_min']}-{sim['pt_max']} GeV"
+        )
+        print(
+            f"storage per jet: raw float32 {st['raw_float32']:.0f} B, sparse gzip float32 "
+            f"{st['sparse_gzip_float32']:.0f} B, float16 {st['sparse_gzip_float16']:.0f} B\n"
+        )
+        print(js["table"])
+    print(f"\nwrote {out} ({result['seconds']:.0f} s)")
+    return 0

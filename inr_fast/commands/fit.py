@@ -1,0 +1,110 @@
+"""``inr-fast fit FILE --out RUN``: fit INRs to jets of an HDF5 file into a run directory
+(:func:`inr_fast.jobs.fit.fit_run`), then draw the run's loss curves and first reconstructions."""
+
+from __future__ import annotations
+
+import argparse
+
+from inr_fast.jobs.fit import FitCommand, fit_run
+from inr_fast.model.spec import PARAM_DTYPES
+from inr_fast.report.html import write_fit_figures
+from inr_fast.train.config import BACKENDS, PRESETS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="HDF5 jet file (X_jets, y, m0, pt)")
+    parser.add_argument(
+        "--out", required=True, help="run directory to write (resumed if it holds the same run)"
+    )
+    parser.add_argument(
+        "--preset",
+        default="fast",
+        choices=list(PRESETS),
+        help="training recipe (default: fast; seed is the 10,000-step baseline recipe, ~25 minutes a jet "
+        "on 2 CPU cores)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="model implementation (default: the preset's: reference for seed, auto for fast and compact "
+        "= the fused kernels on the CPU)",
+    )
+    sel = parser.add_mutually_exclusive_group()
+    sel.add_argument("--n", type=int, default=None, help="fit the first N jets")
+    sel.add_argument("--indices", default=None, help="jets to fit, e.g. 0,5,9 or 10:20 (default: all)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="random seed (each jet's init depends on it and its index)"
+    )
+    parser.add_argument(
+        "--target-psnr", type=float, default=None, metavar="DB", help="stop a jet at this PSNR"
+    )
+    parser.add_argument(
+        "--target-rel-l2", type=float, default=None, metavar="X", help="stop a jet at this rel. L2"
+    )
+    parser.add_argument(
+        "--target-level",
+        choices=("Q1", "Q2", "none"),
+        default=None,
+        help="stop a jet once this quality level of docs/design.md holds (Q2: rel_l2, channel totals, mass); "
+        "none: run every step (e.g. --preset fast --max-steps 10000 --target-level none matches the "
+        "full seed recipe's quality, BENCHMARKS.md Q3); default: the preset's (fast, compact: Q2)",
+    )
+    parser.add_argument("--max-steps", type=int, default=None, metavar="N", help="steps per jet at most")
+    parser.add_argument("--batch-size", type=int, default=None, metavar="JETS", help="jets trained together")
+    parser.add_argument(
+        "--empty-samples",
+        type=int,
+        default=None,
+        metavar="K",
+        help="random empty pixels per jet and step, besides the non-empty ones (0: all; default: preset)",
+    )
+    parser.add_argument(
+        "--bright-weight",
+        type=float,
+        default=None,
+        metavar="L",
+        help="loss weight 1 + L sqrt(E/E_max) of non-empty pixels (0: plain MSE; default: preset)",
+    )
+    parser.add_argument(
+        "--param-dtype",
+        choices=PARAM_DTYPES,
+        default=None,
+        help="stored parameter precision (default: preset)",
+    )
+    parser.add_argument("--channels-first", action="store_true", help="the file stores (N, 3, 125, 125)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace a run directory with a different config"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--no-figures", action="store_true", help="skip curve.png and compare.png")
+
+
+def run(args: argparse.Namespace) -> int:
+    cmd = FitCommand(
+        file=args.file,
+        out=args.out,
+        preset=args.preset,
+        backend=args.backend,
+        n=args.n,
+        indices=args.indices,
+        device=args.device,
+        seed=args.seed,
+        target_psnr=args.target_psnr,
+        target_rel_l2=args.target_rel_l2,
+        target_level=args.target_level,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        empty_samples=args.empty_samples,
+        bright_weight=args.bright_weight,
+        param_dtype=args.param_dtype,
+        channels_first=args.channels_first,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    summary = fit_run(cmd)
+    if not args.no_figures:
+        write_fit_figures(cmd.out)
+    print(summary)
+    return 0

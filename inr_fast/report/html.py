@@ -1,0 +1,320 @@
+"""The report: a self-contained ``report.html`` (no scripts, no external resources) with the summary
+and per-jet tables and the figures of :mod:`inr_fast.report.figures` (``curve.png``,
+``distributions.png``, ``compare.png``, ``superres.png`` in the run directory, embedded as base64 PNG);
+and the fit's own figures (``curve.png``, ``compare.png``), drawn by the same functions.
+Runs evaluate first when metrics.csv is missing. Outputs are written atomically and refused when they
+exist unless ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from inr_fast import store
+from inr_fast.atomic import atomic_write_bytes
+from inr_fast.data.jetfile import JetFile
+from inr_fast.errors import ConfigError, DataError
+from inr_fast.jobs.evaluate import (
+    METRICS_NAME,
+    SUMMARY_NAME,
+    EvaluateCommand,
+    _refuse_existing,
+    evaluate,
+    read_metrics,
+    summarise,
+    table_rows,
+)
+from inr_fast.report import figures
+from inr_fast.report.plots import save_figure
+
+REPORT_NAME = "report.html"
+FIGURE_NAMES = ("curve.png", "distributions.png", "compare.png", "superres.png")
+SUPERRES = 375
+
+
+def figure_png(fig) -> bytes:
+    """A Figure as PNG bytes (dpi 100)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+def choose_jets(table: dict[str, np.ndarray], n: int = 2) -> list[int]:
+    """Default jets to show: the median and the worst by rel_l2 among jets that did not fail (distinct,
+    up to ``n``); file indices."""
+    ok = np.flatnonzero((np.asarray(table["failed"]) == 0) & np.isfinite(table["rel_l2"]))
+    if ok.size == 0:
+        return []
+    order = ok[np.argsort(table["rel_l2"][ok], kind="stable")]
+    picks = [order[len(order) // 2], order[-1], order[0]]
+    out: list[int] = []
+    for p in picks:
+        if int(table["index"][p]) not in out and len(out) < n:
+            out.append(int(table["index"][p]))
+    return out
+
+
+def _histories(run: Path, cfg, max_band: int = 500) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(indices, loss, psnr, rel_l2 histories) of up to ``max_band`` jets spread evenly over the run's
+    finished chunks, read one chunk at a time."""
+    chunks = cfg.chunks()
+    done = [c for c in range(len(chunks)) if store.chunk_done(run, c)]
+    total = sum(len(chunks[c]) for c in done)
+    step = max(1, -(-total // max_band))
+    parts: dict[str, list] = {k: [] for k in ("indices", "loss_history", "psnr_history", "rel_l2_history")}
+    offset = 0
+    for c in done:
+        res = store.load_chunk(run, c, cfg)
+        keep = np.arange((-offset) % step, len(res), step)
+        offset += len(res)
+        for k in parts:
+            parts[k].append(np.asarray(getattr(res, k))[keep])
+    return tuple(np.concatenate(parts[k]) for k in parts)
+
+
+def _html_table(header: list[str], rows: list[list[str]], cls: str = "") -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _flatten(d: dict, prefix: str = "") -> list[tuple[str, str]]:
+    out = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out += _flatten(v, f"{prefix}{k}.")
+        elif isinstance(v, list) and len(v) > 12:
+            out.append((f"{prefix}{k}", f"[{', '.join(map(str, v[:12]))}, ... ({len(v)} values)]"))
+        else:
+            out.append((f"{prefix}{k}", json.dumps(v) if not isinstance(v, str) else v))
+    return out
+
+
+SUMMARY_ROWS = (
+    ("psnr", "PSNR [dB]"),
+    ("psnr_gain", "PSNR gain [dB]"),
+    ("ssim", "SSIM"),
+    ("lpips", "LPIPS"),
+    ("rel_l2", "relative L2"),
+    ("rel_l2_ecal", "relative L2, ECAL"),
+    ("rel_l2_hcal", "relative L2, HCAL"),
+    ("rel_l2_tracks", "relative L2, Tracks"),
+    ("sum_rel_err_ecal", "ECAL energy error"),
+    ("sum_rel_err_hcal", "HCAL energy error"),
+    ("sum_rel_err_tracks", "Tracks pT sum error"),
+    ("jet_pt_rel_err", "jet pT error"),
+    ("jet_mass_rel_err", "jet mass error"),
+    ("nonzero_kept", "non-zero pixels kept"),
+    ("off_support_abs", "|deposits| off the jet's pixels (ECAL+HCAL)"),
+    ("steps", "steps"),
+    ("fit_seconds", "fit seconds per jet"),
+    ("bytes", "bytes per jet"),
+)
+
+
+def _summary_table(summary: dict) -> str:
+    """One row per metric: all jets (finite count, mean, median, std, min, max), then mean and median per
+    label; relative errors in %."""
+    stats = ("mean", "median", "std", "min", "max")
+    labels = list(summary["by_label"].values())
+    header = ["metric", "jets", *stats] + [f"{g['name']} {s}" for g in labels for s in ("mean", "median")]
+    rows = []
+    for key, title in SUMMARY_ROWS:
+        if key not in summary["metrics"]:
+            continue
+        scale = 100.0 if "rel_err" in key or key.startswith("off_support") else 1.0
+        fmt = lambda st, s, k=scale: "" if st[s] is None else f"{st[s] * k:.5g}"  # noqa: E731
+        st = summary["metrics"][key]
+        row = [title + (" [%]" if scale != 1.0 else ""), str(st["n"] - st["n_nonfinite"])]
+        row += [fmt(st, s) for s in stats]
+        row += [fmt(g["metrics"][key], s) for g in labels for s in ("mean", "median")]
+        rows.append(row)
+    return _html_table(header, rows, "summary")
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:1500px;padding:0 1em;
+color:#222}
+h1{font-size:1.6em}h2{font-size:1.25em;margin-top:2em;border-bottom:1px solid #ccc}
+table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0}
+td,th{border:1px solid #ddd;padding:2px 8px;text-align:right}th{background:#f3f3f3}
+table.config td{text-align:left;font-family:monospace}
+figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{font-size:0.85em;color:#555}.note{color:#555;font-size:0.9em}
+"""
+
+
+def build_html(
+    title: str,
+    config_items: list[tuple[str, str]],
+    summary: dict,
+    table: dict[str, np.ndarray],
+    figures: list[tuple[str, bytes, str]],
+    max_rows: int = 200,
+) -> str:
+    """The report page: configuration, summary statistics, per-jet table and the figures as
+    ``data:image/png;base64`` images (name, PNG bytes, caption). No scripts, no external resources."""
+    header, rows = table_rows(table, max_rows)
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        '<p class="note">Metrics on the original images in GeV (see docs/design.md, "Metric conventions"). '
+        "Relative errors are signed: (reconstruction &minus; original) / original. Labels: "
+        "quark = 1, gluon = 0 in files written by <code>inr-fast simulate</code>.</p>",
+        "<h2>Configuration</h2>",
+        _html_table(["key", "value"], [list(kv) for kv in config_items], "config"),
+        "<h2>Summary</h2>",
+        _summary_table(summary),
+        "<h2>Per-jet metrics</h2>",
+        '<p class="note">Errors in %. The full table is metrics.csv in the run directory.</p>',
+        _html_table(header, rows, "jets"),
+    ]
+    for name, png, caption in figures:
+        data = base64.b64encode(png).decode("ascii")
+        parts.append(f"<h2>{html.escape(caption.split(':')[0])}</h2>")
+        parts.append(
+            f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(caption)} ({html.escape(name)})</figcaption></figure>"
+        )
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+@dataclass(frozen=True)
+class ReportCommand:
+    """``inr-fast report RUN [--jets 0,3] [--superres-jet I] [--resolution P] [--no-lpips] [--overwrite]``."""
+
+    run: str
+    jets: tuple[int, ...] | None = None
+    superres_jet: int | None = None
+    resolution: int = SUPERRES
+    lpips: bool = True
+    overwrite: bool = False
+    progress: bool = True
+
+
+def write_report(cmd: ReportCommand) -> Path:
+    """Write RUN/report.html and RUN/{curve,distributions,compare,superres}.png; evaluates first when
+    RUN/metrics.csv is missing. Returns the report's path."""
+
+    run = Path(cmd.run)
+    cfg = store.read_config(run)
+    if isinstance(cmd.resolution, bool) or cmd.resolution < 1:
+        raise ConfigError(f"--resolution must be a positive integer, got {cmd.resolution}")
+    own = [run / REPORT_NAME, run / "distributions.png", run / "superres.png"]
+    _refuse_existing(own, cmd.overwrite)
+    if not (run / METRICS_NAME).is_file():
+        print(f"{run / METRICS_NAME} is missing: evaluating the run first")
+        print(evaluate(EvaluateCommand(str(run), lpips=cmd.lpips, overwrite=True, progress=cmd.progress))[2])
+    table = read_metrics(run / METRICS_NAME)
+    summary_path = run / SUMMARY_NAME
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else summarise(table, str(run))
+    fitted = store.fitted_indices(run, cfg)
+    if sorted(fitted) != sorted(int(i) for i in table["index"]):
+        raise DataError(
+            f"{run / METRICS_NAME}: covers {len(table['index'])} jets but the run has {len(fitted)} fitted "
+            f"jets (stale after a resumed fit?); run `inr-fast evaluate {run} --overwrite`"
+        )
+    hist = _histories(run, cfg)
+    jets = list(cmd.jets) if cmd.jets is not None else choose_jets(table)
+    known = set(int(i) for i in table["index"])
+    missing = [j for j in jets if j not in known]
+    if missing:
+        raise DataError(
+            f"--jets {missing}: not jets of this run (it has {len(known)} jets, e.g. {sorted(known)[:6]})"
+        )
+    failed = set(int(i) for i, f in zip(table["index"], table["failed"], strict=True) if f)
+    if any(j in failed for j in jets):
+        raise DataError(f"--jets: jet(s) {sorted(set(jets) & failed)} failed to fit; nothing to show")
+
+    fit = cfg.fit
+    pngs: list[tuple[str, bytes, str]] = []
+
+    def emit(fig, name: str, caption: str) -> None:
+        save_figure(fig, run / name, overwrite=True)
+        pngs.append((name, (run / name).read_bytes(), caption))
+
+    emit(
+        figures.plot_loss_curves(
+            hist[1], hist[2], hist[3], hist[0], target_psnr=fit.target_psnr, target_rel_l2=fit.target_rel_l2
+        ),
+        "curve.png",
+        f"Loss curves: per jet (first 20), the per-step median and its 16-84 % band ({len(hist[0])} jets)",
+    )
+    emit(
+        figures.plot_distributions(table),
+        "distributions.png",
+        "Distributions: per-jet metrics split by label (quark = 1, gluon = 0)",
+    )
+    if jets:
+        pos = {int(i): k for k, i in enumerate(table["index"])}
+        with JetFile(cfg.data_path, channels_first=cfg.channels_first) as jf:
+            originals = jf.read(jets)
+        recons = np.stack([store.load_jet(run, j).render() for j in jets])
+        captions = [
+            f"rel L2 {table['rel_l2'][pos[j]]:.3f}, PSNR {table['psnr'][pos[j]]:.1f} dB" for j in jets
+        ]
+        emit(
+            figures.plot_compare_residuals(originals, recons, jets, captions),
+            "compare.png",
+            "Original, reconstruction and residual: jets "
+            + ", ".join(map(str, jets))
+            + " per channel (log colour scale; residual in symmetric-log, red = excess, blue = deficit)",
+        )
+        sr = cmd.superres_jet if cmd.superres_jet is not None else jets[0]
+        if sr not in known or sr in failed:
+            raise DataError(f"--superres-jet {sr}: not a successfully fitted jet of this run")
+        jet = store.load_jet(run, sr)
+        with JetFile(cfg.data_path, channels_first=cfg.channels_first) as jf:
+            original = jf.read_one(sr)
+        emit(
+            figures.plot_superres(original, jet.render(), jet.render(cmd.resolution), sr),
+            "superres.png",
+            f"Super-resolution: jet {sr} as stored and rendered at {cmd.resolution} x {cmd.resolution}"
+            " (per-channel sums conserved)",
+        )
+    config_items = [
+        ("run directory", str(run.resolve())),
+        *_flatten(json.loads((run / "config.json").read_text())),
+    ]
+    page = build_html(f"inr-fast report: {run.name}", config_items, summary, table, pngs)
+    return atomic_write_bytes(run / REPORT_NAME, page.encode())
+
+
+def write_fit_figures(run: str | Path, n_compare: int = 2) -> None:
+    """RUN/curve.png (loss, PSNR and rel_l2 curves) and RUN/compare.png (original, reconstruction and
+    residual of the first ``n_compare`` fitted jets), replacing earlier versions: the fit's own look at
+    its result, drawn by the same functions as the report's figures."""
+    run = Path(run)
+    cfg = store.read_config(run)
+    hist = _histories(run, cfg)
+    fig = figures.plot_loss_curves(
+        hist[1],
+        hist[2],
+        hist[3],
+        hist[0],
+        target_psnr=cfg.fit.target_psnr,
+        target_rel_l2=cfg.fit.target_rel_l2,
+    )
+    save_figure(fig, run / "curve.png", overwrite=True)
+    facts = store.fit_facts(run)
+    ok = np.flatnonzero(facts["failed"] == 0)[:n_compare]
+    if ok.size == 0:
+        return
+    jets = [int(i) for i in facts["indices"][ok]]
+    with JetFile(cfg.data_path, channels_first=cfg.channels_first) as jf:
+        originals = jf.read(jets)
+    recons = np.stack([store.load_jet(run, j).render() for j in jets])
+    captions = [f"rel L2 {facts['rel_l2'][k]:.3f}, PSNR {facts['psnr'][k]:.1f} dB" for k in ok]
+    save_figure(
+        figures.plot_compare_residuals(originals, recons, jets, captions), run / "compare.png", overwrite=True
+    )

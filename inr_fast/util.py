@@ -1,0 +1,40 @@
+"""Small helpers every layer uses: refusing unknown configuration keys, describing index lists,
+checking positive integers. Pure functions; they raise :mod:`inr_fast.errors` exceptions."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from inr_fast.errors import ConfigError
+
+
+def refuse_unknown(known: type | Iterable[str], d: object, what: str) -> None:
+    """Raise ConfigError naming ``what`` when ``d`` is not a dict or has keys outside ``known`` (a
+    dataclass, whose field names are the known keys, or an iterable of names)."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"{what}: expected a dict of settings, got {type(d).__name__}")
+    names = {f.name for f in dataclasses.fields(known)} if dataclasses.is_dataclass(known) else set(known)
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ConfigError(
+            f"{what}: unknown key(s) {', '.join(map(repr, unknown))}; known keys: {', '.join(sorted(names))}"
+        )
+
+
+def format_indices(indices: Sequence[int] | np.ndarray, limit: int = 8) -> str:
+    """``"0, 1, 2 (and 5 more)"``: the first ``limit`` jet indices of a list, for messages."""
+    idx = [int(i) for i in np.asarray(indices).reshape(-1)]
+    text = ", ".join(str(i) for i in idx[:limit])
+    if len(idx) > limit:
+        text += f" (and {len(idx) - limit} more)"
+    return text
+
+
+def positive_int(value, name: str) -> int:
+    """``value`` as an int; ConfigError unless it is an integer >= 1 (bool refused)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
