@@ -44,7 +44,7 @@ ENDPOINT_KEYS = ("rel_l2", "psnr", "ssim", "sum_rel_err_ecal", "sum_rel_err_hcal
 
 
 def parity_targets(seed_metrics: dict) -> dict[str, np.ndarray]:
-    """Per-jet Q3 bars from the seed's final :func:`inr_fast.metrics.compute_all` values:
+    """Per-jet Q3 bars from the seed's final :func:`inr_fast.metrics.levels.compute_all` values:
     {"rel_l2": (n,) upper bounds, "ssim": (n,) lower bounds}."""
     try:
         rel = np.asarray(seed_metrics["rel_l2"], dtype=np.float64)
@@ -202,7 +202,7 @@ def seed_step_seconds(images: np.ndarray, device: str, steps: int, batch_sizes=(
 
 
 def run_to_parity(method, images: np.ndarray, targets: dict[str, np.ndarray], device: str) -> dict:
-    """Fit ``images`` with a :class:`inr_fast.bench.Method`, each jet stopping when Q3 holds; a jet
+    """Fit ``images`` with a :class:`inr_fast.bench.common.Method`, each jet stopping when Q3 holds; a jet
     counts as reaching Q3 only if its stored result holds it."""
 
     monitor = ParityMonitor(images, targets)

@@ -103,7 +103,7 @@ from inr_fast.layout import (
 from inr_fast.util import refuse_unknown
 
 CALORIMETER_NOTE = (
-    "parametrised calorimeter (inr_fast.simulate), NOT a CMS Geant4 simulation: ECAL e/gamma with "
+    "parametrised calorimeter (inr_fast.data.simulate), NOT a CMS Geant4 simulation: ECAL e/gamma with "
     "stochastic smearing and lateral spread plus a share of hadron energy, HCAL hadron energy on 5x5 "
     "crystal towers, Tracks = charged pT; pixel values are transverse energies in GeV"
 )

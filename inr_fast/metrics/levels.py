@@ -69,7 +69,7 @@ def compute_all(
     return out
 
 
-# Quality levels of DESIGN.md, used by benchmarks and early stopping.
+# Quality levels of docs/design.md, used by benchmarks and early stopping.
 Q1_PSNR, Q1_SSIM = 55.0, 0.997
 Q2_REL_L2, Q2_SUM_REL, Q2_MASS_REL = 0.05, 0.01, 0.02
 

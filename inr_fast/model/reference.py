@@ -253,7 +253,7 @@ class BatchedINR(nn.Module):
     """B independent networks of ``spec`` with stacked parameters: forward(x (N, 2)) -> (B, N, out).
 
     ``forward_fn(x, weights, biases) -> (B, N, out)`` is the backend (default: the reference
-    :func:`spec_forward`; the fused kernels pass ``inr_fast.fused.pe_mlp`` with n_freqs bound).
+    :func:`spec_forward`; the fused kernels pass ``inr_fast.ops.pe_mlp`` with n_freqs bound).
     """
 
     def __init__(

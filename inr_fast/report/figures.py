@@ -228,7 +228,7 @@ def plot_compare_residuals(
     """For each jet, three rows (original, reconstruction, residual) by three channels (columns).
 
     originals, recons (k, H, W, 3) GeV. Original and reconstruction of a channel share one log colour
-    scale (:func:`inr_fast.plots.jet_log_norm`; non-positive pixels as background); the residual
+    scale (:func:`inr_fast.report.plots.jet_log_norm`; non-positive pixels as background); the residual
     ``recon - original`` uses a diverging symmetric-log scale (:func:`residual_norm`). ``captions`` (k,)
     are added to each jet's original row (e.g. its metrics)."""
     originals = _check_images(originals, "originals")

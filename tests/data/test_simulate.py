@@ -1,4 +1,4 @@
-"""inr_fast.simulate: the calorimeter against hand-computed deposits, the generator's output against physics
+"""inr_fast.data.simulate: the calorimeter against hand-computed deposits, the generator's output against physics
 (jet pT from the image, track pT, HCAL towers, quark/gluon multiplicities), the file layout, determinism
 and errors."""
 

@@ -3,7 +3,8 @@
 The weights must have been fetched once (``python -m inr_fast.metrics.lpips_weights fetch``, run by
 ``make test`` before pytest): when they are missing these tests FAIL with that command in the message,
 they do not skip.
-The reference images live in ``../shared/reference/lpips`` beside the repository root.
+The LPIPS project's example images ship in tests/reference/lpips; the IQA-PyTorch pairs are read from
+``../shared/reference/lpips`` beside the repository root when present.
 """
 
 from __future__ import annotations
@@ -44,10 +45,13 @@ from inr_fast.metrics.lpips_weights import (
     weights_path,
 )
 
+#: the LPIPS project's example images, shipped with the tests (BSD-2-Clause, see its README.md)
+EXAMPLE_DIR = Path(__file__).resolve().parents[1] / "reference" / "lpips"
+#: the IQA-PyTorch pairs (2.8 MB, not redistributed here): in ../shared/reference beside the repository
 REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "lpips"
 needs_reference = pytest.mark.skipif(
     not (REFERENCE / "EXPECTED.md").is_file(),
-    reason=f"LPIPS reference images not found at {REFERENCE} (../shared/reference beside the repo root)",
+    reason=f"IQA-PyTorch reference pairs not found at {REFERENCE} (../shared/reference beside the repo root)",
 )
 
 # IQA-PyTorch ResultsCalibra/results_official.csv, row lpips: LPIPS(dist, ref), as printed there
@@ -74,10 +78,9 @@ def test_pyiqa_official_values_to_the_printed_digits():
     assert got == PYIQA, f"LPIPS values {values.tolist()}"
 
 
-@needs_reference
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_lpips_project_examples(name):
-    value = lpips_images(read_rgb(REFERENCE / "ex_ref.png"), read_rgb(REFERENCE / f"{name}.png"))
+    value = lpips_images(read_rgb(EXAMPLE_DIR / "ex_ref.png"), read_rgb(EXAMPLE_DIR / f"{name}.png"))
     assert value.item() == pytest.approx(EXAMPLES[name], abs=1e-4)
 
 
