@@ -1,6 +1,6 @@
-"""inr_fast.data.simulate: the calorimeter against hand-computed deposits, the generator's output against physics
-(jet pT from the image, track pT, HCAL towers, quark/gluon multiplicities), the file layout, determinism
-and errors."""
+"""inr_fast.data.simulate: the calorimeter against hand-computed deposits, the generator's output against
+physics (jet pT from the image, track pT, HCAL towers, quark/gluon multiplicities), the file layout,
+determinism and errors."""
 
 from __future__ import annotations
 
