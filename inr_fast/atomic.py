@@ -70,3 +70,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = T
         fh.flush()
         os.fsync(fh.fileno())
     return Path(path)
+
+
+def check_writable(path: str | os.PathLike, what: str) -> Path:
+    """A clear ConfigError unless the folder ``path`` exists and is writable, or can be created (its
+    nearest existing parent is a writable folder); returns ``path``."""
+    path = Path(path)
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{what} {path}: {probe} is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {path}: cannot write into {probe} (permission denied)")
+    return path

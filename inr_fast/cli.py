@@ -14,6 +14,7 @@ import sys
 
 from inr_fast import __version__
 from inr_fast.errors import InrFastError
+from inr_fast.progress import configure_logging
 
 #: command -> one-line help (the same text as the module's HELP, here so that `inr-fast --help` imports
 #: no command module)
@@ -38,9 +39,15 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         prog="inr-fast", description="Fast implicit neural representations of jet images."
     )
     parser.add_argument("--version", action="version", version=f"inr-fast {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    talk = common.add_mutually_exclusive_group()
+    talk.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress display; warnings and errors only"
+    )
+    talk.add_argument("-v", "--verbose", action="store_true", help="more messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, help_text in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
         if command == name:
             _module(name).add_arguments(p)
     return parser
@@ -51,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     try:
         args = build_parser(command if command in COMMANDS else None).parse_args(argv)
+        configure_logging(-1 if args.quiet else 1 if args.verbose else 0)
         result = _module(args.command).run(args)
     except InrFastError as err:
         print(f"inr-fast: error: {err}", file=sys.stderr)

@@ -1,12 +1,15 @@
 """Small helpers every layer uses: refusing unknown configuration keys, describing index lists,
-checking positive integers. Pure functions; they raise :mod:`inr_fast.errors` exceptions."""
+checking positive integers, canonical hashes of tensors and jet images. Pure functions; they raise
+:mod:`inr_fast.errors` exceptions."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+import torch
 
 from inr_fast.errors import ConfigError
 
@@ -38,3 +41,28 @@ def positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """Canonical sha256 of a tensor dict: for each name in sorted order, the name, dtype, shape and the
+    raw bytes (C order, little-endian) are hashed in sequence. Independent of any file format."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.numpy().astype(t.numpy().dtype.newbyteorder("<"), copy=False).tobytes())
+    return h.hexdigest()
+
+
+#: bytes of a jet's content digest (:func:`jet_digests`)
+DIGEST_BYTES = 16
+
+
+def jet_digests(images: np.ndarray) -> np.ndarray:
+    """Content digests of jets (k, H, W, C): BLAKE2b-128 of each jet's float32 little-endian C-order
+    values (channels last) -> (k, 16) uint8. Equal jets give equal digests wherever the file lives."""
+    x = np.ascontiguousarray(np.asarray(images, dtype="<f4"))
+    out = np.zeros((len(x), DIGEST_BYTES), dtype=np.uint8)
+    for j in range(len(x)):
+        out[j] = np.frombuffer(hashlib.blake2b(x[j].tobytes(), digest_size=DIGEST_BYTES).digest(), np.uint8)
+    return out

@@ -9,12 +9,13 @@ import socket
 import time
 from pathlib import Path
 
-from inr_fast.atomic import atomic_write_bytes
+from inr_fast.atomic import atomic_write_bytes, check_writable
 from inr_fast.bench.common import Method, default_methods, machine_info, machine_line
 from inr_fast.bench.kernels import format_kernel_table
 from inr_fast.bench.parity import parity
 from inr_fast.bench.suite import BenchCommand, bench
-from inr_fast.errors import ConfigError
+from inr_fast.errors import ConfigError, OutputExistsError
+from inr_fast.train.backend import resolve_device
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,9 +23,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", default=None, help="JSON file (default benchmarks/results/bench-HOST-TIME.json)"
     )
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--n-jets", type=int, default=None, help="jets per set (default 64, quick 8)")
-    parser.add_argument("--seed-jets", type=int, default=None, help="jets fitted with the slow seed recipe")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to fit (default cpu)")
+    parser.add_argument(
+        "--n", "--n-jets", dest="n_jets", type=int, default=None, help="jets per set (default 64, quick 8)"
+    )
+    parser.add_argument(
+        "--seed-jets",
+        type=int,
+        default=None,
+        help="jets fitted with the slow seed recipe (default 8, quick 2)",
+    )
     parser.add_argument("--no-kernels", action="store_true")
     parser.add_argument("--no-end-to-end", action="store_true")
     parser.add_argument(
@@ -42,15 +51,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def result_path(args: argparse.Namespace, kind: str) -> Path:
+    """Where the results go, checked before anything is measured: an existing file is refused without
+    --overwrite, an unwritable folder at once (not after hours of benchmarks)."""
+    out = Path(
+        args.out or f"benchmarks/results/{kind}-{socket.gethostname()}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    )
+    if out.is_dir():
+        raise ConfigError(f"--out {out}: is a folder; give a file name such as {out / 'bench.json'}")
+    if out.exists() and not args.overwrite:
+        raise OutputExistsError(f"--out {out}: already exists; pass --overwrite to replace it")
+    check_writable(out.parent, "--out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def check_device(device: str) -> None:
+    resolve_device(device)  # a clear error for cuda without a GPU, before anything runs
+
+
 def run_parity(args: argparse.Namespace) -> int:
     """``inr-fast bench --parity``: Q3 (see :mod:`inr_fast.bench.parity`)."""
-
-    out = Path(
-        args.out or f"benchmarks/results/parity-{socket.gethostname()}-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists():
-        raise ConfigError(f"{out} exists; choose another --out (results are never overwritten)")
+    check_device(args.device)
+    if args.parity_jets < 1:
+        raise ConfigError(f"--parity-jets must be a positive integer, got {args.parity_jets}")
+    out = result_path(args, "parity")
     started = time.time()
     # the presets as they are, and `fast` given the seed's own budget of 10,000 steps (cosine over them)
     methods = default_methods(quick=False)[1:] + [
@@ -65,7 +90,7 @@ def run_parity(args: argparse.Namespace) -> int:
         endpoint_out=out.with_suffix(".seed-endpoint.json"),
     )
     result.update(machine=machine_info(args.device), seconds=time.time() - started)
-    atomic_write_bytes(out, (json.dumps(result, indent=1, default=float) + "\n").encode())
+    atomic_write_bytes(out, (json.dumps(result, indent=1, default=float) + "\n").encode(), overwrite=True)
     print(machine_line(result["machine"]))
     print(result["table"])
     print(f"\nwrote {out} ({result['seconds']:.0f} s)")
@@ -75,10 +100,14 @@ def run_parity(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.parity:
         return run_parity(args)
-    n = args.n_jets or (8 if args.quick else 64)
-    seed_jets = args.seed_jets or (2 if args.quick else 8)
-    if n < 2 or seed_jets < 1:
-        raise ConfigError("--n-jets must be >= 2 and --seed-jets >= 1")
+    n = (8 if args.quick else 64) if args.n_jets is None else args.n_jets
+    seed_jets = (2 if args.quick else 8) if args.seed_jets is None else args.seed_jets
+    if n < 2:
+        raise ConfigError(f"--n must be at least 2 (jets per set), got {n}")
+    if seed_jets < 1:
+        raise ConfigError(f"--seed-jets must be a positive integer, got {seed_jets}")
+    check_device(args.device)
+    out = result_path(args, "bench")
     cmd = BenchCommand(
         quick=args.quick,
         out=args.out,
@@ -88,11 +117,8 @@ def run(args: argparse.Namespace) -> int:
         kernels=not args.no_kernels,
         end_to_end=not args.no_end_to_end,
     )
-    out = Path(
-        cmd.out or f"benchmarks/results/bench-{socket.gethostname()}-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    )
     result = bench(cmd)
-    atomic_write_bytes(out, (json.dumps(result, indent=1, default=float) + "\n").encode())
+    atomic_write_bytes(out, (json.dumps(result, indent=1, default=float) + "\n").encode(), overwrite=True)
     print(machine_line(result["machine"]))
     if "kernels" in result:
         print("\nKernels (median seconds per call; step = MSE loss + all parameter gradients):\n")

@@ -8,20 +8,45 @@ import argparse
 from inr_fast.jobs.evaluate import EvaluateCommand, evaluate
 
 
+def add_lpips_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--lpips",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="measure LPIPS: auto (default) when the optional extra is installed (pip install "
+        "'inr_fast[lpips]', then python -m inr_fast.metrics.lpips_weights fetch), yes (fail without "
+        "it), no",
+    )
+    parser.add_argument(
+        "--no-lpips", dest="lpips", action="store_const", const="no", help="same as --lpips no"
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="run directory written by `inr-fast fit`")
-    parser.add_argument("--no-lpips", action="store_true", help="skip LPIPS (no AlexNet weights needed)")
-    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda: where to render and measure")
+    add_lpips_argument(parser)
+    parser.add_argument("--device", default="cpu", help="where to render and measure: cpu (default) or cuda")
+    parser.add_argument(
+        "--data",
+        default=None,
+        metavar="FILE",
+        help="the run's data file, if it moved (default: where fit read it)",
+    )
     parser.add_argument("--max-rows", type=int, default=20, metavar="N", help="jets printed (default 20)")
-    parser.add_argument("--overwrite", action="store_true", help="replace metrics.csv and summary.json")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="measure again although metrics.csv and summary.json are up to date (out-of-date or "
+        "interrupted ones are always redone)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     cmd = EvaluateCommand(
         run=args.run,
-        lpips=not args.no_lpips,
+        lpips=args.lpips,
         device=args.device,
+        data=args.data,
         max_rows=args.max_rows,
         overwrite=args.overwrite,
         progress=not args.quiet,

@@ -13,8 +13,11 @@ from inr_fast import store
 from inr_fast.atomic import atomic_output
 from inr_fast.errors import ConfigError, OutputExistsError
 from inr_fast.layout import CHANNELS, IMAGE_SIZE, PITCH
+from inr_fast.model.render import MAX_RESOLUTION
+from inr_fast.progress import log
 from inr_fast.report.plots import plot_jet, save_figure
 from inr_fast.train.backend import resolve_device
+from inr_fast.util import jet_digests
 
 
 @dataclass(frozen=True)
@@ -28,13 +31,18 @@ class RenderCommand:
     device: str = "cpu"
     conserve: bool = True
     overwrite: bool = False
+    data: str | None = None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="run directory written by `inr-fast fit`")
     parser.add_argument("--index", type=int, required=True, help="jet index (in the data file) to render")
     parser.add_argument(
-        "--resolution", type=int, default=IMAGE_SIZE, metavar="P", help="P x P pixels (default 125)"
+        "--resolution",
+        type=int,
+        default=IMAGE_SIZE,
+        metavar="P",
+        help=f"P x P pixels over the jet's window (default {IMAGE_SIZE}, at most {MAX_RESOLUTION})",
     )
     parser.add_argument(
         "--out", required=True, help="output: FILE.h5 (dataset 'image', (P, P, 3) GeV) or FILE.png"
@@ -44,6 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-conserve",
         action="store_true",
         help="plain density x (125/P)^2, without matching the native sums",
+    )
+    parser.add_argument(
+        "--data",
+        default=None,
+        metavar="FILE",
+        help="the run's data file if it moved (used to check the jet is the one fitted; optional)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
 
@@ -57,10 +71,26 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         conserve=not args.no_conserve,
         overwrite=args.overwrite,
+        data=args.data,
     )
     path = render_to_file(cmd)
     print(f"{path}: jet {cmd.index} of {cmd.run} at {cmd.resolution} x {cmd.resolution}")
     return 0
+
+
+def check_jet(run: str, index: int, digest, data: str | None) -> None:
+    """Check that the data file (the run's, or ``data``) still holds the jet that was fitted, when the
+    file can be found; rendering itself needs only the run directory."""
+    cfg = store.read_config(run)
+    path = data if data is not None else cfg.data_path
+    if not Path(path).exists():
+        if data is not None:
+            raise ConfigError(f"--data {data}: no such file")
+        log.info("%s: the run's data file is not there; the jet is rendered unchecked", path)
+        return
+    with store.open_data(run, cfg, data) as jf:
+        chunk, _ = cfg.locate(index)
+        store.check_digests(run, chunk, [index], digest[None], jet_digests(jf.read([index])), jf.path)
 
 
 def render_to_file(cmd: RenderCommand) -> Path:
@@ -73,6 +103,7 @@ def render_to_file(cmd: RenderCommand) -> Path:
         raise OutputExistsError(f"{out}: already exists; pass --overwrite to replace it")
     device = resolve_device(cmd.device)
     jet = store.load_jet(cmd.run, cmd.index)
+    check_jet(cmd.run, cmd.index, jet.digest, cmd.data)
     image = jet.render(cmd.resolution, device, cmd.conserve)
     if suffix == ".png":
         title = f"jet {cmd.index} rendered at {cmd.resolution} x {cmd.resolution}"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from inr_fast.commands.evaluate import add_lpips_argument
 from inr_fast.errors import ConfigError
+from inr_fast.model.render import MAX_RESOLUTION
 from inr_fast.report.html import FIGURE_NAMES, SUPERRES, ReportCommand, write_report
 
 
@@ -41,11 +43,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=SUPERRES,
         metavar="P",
-        help=f"fine render P x P (default {SUPERRES})",
+        help=f"fine render P x P (default {SUPERRES}, at most {MAX_RESOLUTION})",
     )
-    parser.add_argument("--no-lpips", action="store_true", help="if evaluate must run first: skip LPIPS")
+    add_lpips_argument(parser)
+    parser.add_argument(
+        "--data",
+        default=None,
+        metavar="FILE",
+        help="the run's data file, if it moved (default: where fit read it)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace report.html and its figures")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
         jets=None if args.jets is None else tuple(parse_jets(args.jets)),
         superres_jet=args.superres_jet,
         resolution=args.resolution,
-        lpips=not args.no_lpips,
+        lpips=args.lpips,
+        data=args.data,
         overwrite=args.overwrite,
         progress=not args.quiet,
     )

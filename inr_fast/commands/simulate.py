@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--ecm", type=float, default=d.ecm, help=f"sqrt(s), GeV (default {d.ecm:g})")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true", help="no progress display (same as --quiet)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         n=args.n, seed=args.seed, ecm=args.ecm, pt_min=args.pt_min, pt_max=args.pt_max, eta_max=args.eta_max
     )
     start = time.perf_counter()
-    out = simulate(config, args.out, overwrite=args.overwrite, progress=not args.no_progress)
+    out = simulate(config, args.out, overwrite=args.overwrite, progress=not (args.no_progress or args.quiet))
     seconds = time.perf_counter() - start
     print(f"wrote {config.n} jets to {out} in {seconds:.1f} s ({config.n / seconds:.1f} jets/s)")
     return 0

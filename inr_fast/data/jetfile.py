@@ -252,7 +252,7 @@ class JetFile:
                 f"{path}: {KEY_IMAGES} has shape {tuple(images.shape)}, "
                 f"expected (N, {', '.join(map(str, expected))}) {layout}{hint}"
             )
-        if images.dtype != np.float32:
+        if images.dtype.kind != "f" or images.dtype.itemsize != 4:  # either byte order; reads convert
             raise DataError(f"{path}: {KEY_IMAGES} has dtype {images.dtype}, expected float32")
         n = images.shape[0]
         for key in (KEY_LABEL, KEY_MASS, KEY_PT):
@@ -501,6 +501,25 @@ class JetFile:
             channel_negative_sum=t(neg_sum),
             n_jets_with_negative=jets_neg,
         )
+
+
+#: a pixel above this (GeV) is not a jet-image energy (the LHC's beams carry 6,800 GeV per proton)
+IMPLAUSIBLE_GEV = 1e4
+
+
+def implausible_jets(images: np.ndarray, indices) -> list[str]:
+    """Why jets of ``images`` (k, H, W, C) look wrong for energies in GeV, one line per jet (empty when
+    all look plausible): pixels above :data:`IMPLAUSIBLE_GEV` (another unit?) or non-zero pixels that
+    are all negative (a sign flip?). Fits still run; the trainer warns with these lines."""
+    x = np.asarray(images).reshape(len(images), -1)
+    out = []
+    for j, row in enumerate(x):
+        top = float(row.max(initial=0.0))
+        if top > IMPLAUSIBLE_GEV:
+            out.append(f"jet {int(indices[j])}: a pixel of {top:.3g} GeV (energies in GeV expected)")
+        elif row.min(initial=0.0) < 0 and top <= 0:
+            out.append(f"jet {int(indices[j])}: every non-zero pixel is negative (a sign flip?)")
+    return out
 
 
 def mean_image(jetfile: JetFile, indices: IndexSpec = None, chunk_size: int = 256) -> np.ndarray:

@@ -82,6 +82,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.special import erf
 from tqdm import tqdm
 
 from inr_fast import __version__
@@ -244,15 +245,6 @@ def wrap_phi(dphi: np.ndarray) -> np.ndarray:
     return np.mod(dphi + np.pi, 2 * np.pi) - np.pi
 
 
-def _erf(x: np.ndarray) -> np.ndarray:
-    """erf(x) elementwise (Abramowitz & Stegun 7.1.26, |error| < 1.5e-7)."""
-    s = np.sign(x)
-    a = np.abs(x)
-    t = 1.0 / (1.0 + 0.3275911 * a)
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
-    return s * (1.0 - poly * np.exp(-a * a))
-
-
 def pixel_eta_centres(jet_eta: float) -> np.ndarray:
     """Absolute eta (125,) of the pixel-row centres of a window centred on ``jet_eta``."""
     return jet_eta + (np.arange(IMAGE_SIZE) + 0.5 - _HALF) * PITCH
@@ -272,7 +264,7 @@ def spread_deposits(u: np.ndarray, v: np.ndarray, energy: np.ndarray, sigma: np.
     scale = 1.0 / (np.sqrt(2.0) * sigma[:, None])
 
     def profile(pixels: np.ndarray, x: np.ndarray) -> np.ndarray:
-        w = 0.5 * (_erf((pixels + 1 - x[:, None]) * scale) - _erf((pixels - x[:, None]) * scale))
+        w = 0.5 * (erf((pixels + 1 - x[:, None]) * scale) - erf((pixels - x[:, None]) * scale))
         return w / w.sum(axis=1, keepdims=True)
 
     weight = profile(rows, u)[:, :, None] * profile(cols, v)[:, None, :] * energy[:, None, None]  # (P,5,5)

@@ -8,12 +8,20 @@ over the jets of a chunk), the original x is read from the run's data file
 metric. ``metrics.csv`` has one row per jet (columns :data:`ID_COLUMNS`, the metrics,
 :data:`FIT_COLUMNS`); ``summary.json`` has mean, median, std (population, ddof = 0), min and max of every
 numeric column over the finite values, overall and per label (quark = 1, gluon = 0 in the files we
-write). Outputs are written atomically and refused when they exist unless ``overwrite``.
+write), and says whether the run is complete.
+
+Resumable and never stale: each chunk's metrics are kept in ``RUN/eval/chunk_NNNNNN.json``, tied to the
+sha256 of the chunk they measure, so a rerun measures only chunks that are new or changed; metrics.csv
+and summary.json are written as a pair (summary.json records metrics.csv's sha256 and the run's state),
+so an interrupted or out-of-date pair is simply redone, while an up-to-date one is replaced only with
+``overwrite``. The originals are checked to be the jets that were fitted (content digests). LPIPS is
+measured when its optional extra and weights are installed (``lpips="auto"``).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -23,29 +31,33 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from inr_fast import store
 from inr_fast.atomic import atomic_write_bytes
 from inr_fast.data.grid import pixel_grid
 from inr_fast.data.jetfile import JetFile
 from inr_fast.data.normalise import PerJetMaxScaler
-from inr_fast.errors import ConfigError, DataError, OutputExistsError
+from inr_fast.errors import ConfigError, DataError, InrFastError, OutputExistsError
 from inr_fast.layout import IMAGE_SIZE, N_CHANNELS, label_name
 from inr_fast.metrics.levels import compute_all
+from inr_fast.metrics.lpips import available as lpips_available
 from inr_fast.model.render import evaluate_params
-from inr_fast.model.spec import stored_bytes_per_jet
+from inr_fast.progress import Progress, log
+from inr_fast.train.backend import resolve_device
+from inr_fast.util import jet_digests
 
 METRICS_NAME = "metrics.csv"
 SUMMARY_NAME = "summary.json"
-ID_COLUMNS = ("index", "label", "failed")
+ID_COLUMNS = ("index", "label", "failed", "empty")
 #: per-jet facts of the fit: optimiser steps, wall seconds of the fit (the chunk's time shared equally
-#: by its jets; NaN when the run does not store it), bytes of the float32 parameters, target reached.
+#: by its jets; NaN when the run does not record it), bytes on disk (the chunk file's size shared
+#: equally by its jets), target reached.
 FIT_COLUMNS = ("steps", "fit_seconds", "bytes", "reached_target")
 INT_COLUMNS = (
     "index",
     "label",
     "failed",
+    "empty",
     "steps",
     "bytes",
     "reached_target",
@@ -74,12 +86,13 @@ def render_batch(result, positions: np.ndarray, device: torch.device | str = "cp
     rendered from their stored parameters on the native grid: (k, 125, 125, 3) float32 GeV.
 
     Same arithmetic as :func:`inr_fast.model.render.render_jet` at 125 x 125 (reference model, float32, no
-    autocast, then the jet's normaliser inverted), batched over the k jets; failed jets are zeros.
+    autocast, then the jet's normaliser inverted), batched over the k jets; failed and empty jets are
+    zeros.
     """
-
     positions = np.asarray(positions, dtype=np.int64)
     out = np.zeros((len(positions), IMAGE_SIZE, IMAGE_SIZE, N_CHANNELS), dtype=np.float32)
-    ok = positions[~np.asarray(result.failed, dtype=bool)[positions]]
+    skip = np.asarray(result.failed, dtype=bool) | np.asarray(result.empty, dtype=bool)
+    ok = positions[~skip[positions]]
     if ok.size == 0:
         return out
     dev = torch.device(device)
@@ -98,64 +111,107 @@ def render_batch(result, positions: np.ndarray, device: torch.device | str = "cp
     return out
 
 
+def eval_path(run: str | os.PathLike, chunk: int) -> Path:
+    return Path(run) / store.EVAL_DIR / f"chunk_{chunk:06d}.json"
+
+
+def evaluate_chunk(
+    run: Path, cfg: store.RunConfig, chunk: int, jf: JetFile, with_lpips: bool, device: torch.device
+) -> dict[str, np.ndarray]:
+    """Every metric of the jets of one chunk (columns -> (k,) arrays), the originals checked against
+    the digests of the jets that were fitted."""
+    result = store.load_chunk(run, chunk, cfg)
+    digests = store.chunk_digests(run, chunk)
+    nbytes = store.chunk_path(run, chunk).stat().st_size / max(len(result), 1)
+    seconds = result.seconds / max(len(result), 1)
+    columns: dict[str, list] = {}
+    for start in range(0, len(result), EVAL_BATCH):
+        pos = np.arange(start, min(start + EVAL_BATCH, len(result)))
+        idx = result.indices[pos]
+        x = jf.read(idx)
+        store.check_digests(run, chunk, idx, digests[pos], jet_digests(x), jf.path)
+        x_hat = render_batch(result, pos, device)
+        metrics = compute_all(
+            torch.from_numpy(x_hat).to(device), torch.from_numpy(x).to(device), with_lpips=with_lpips
+        )
+        rows = {
+            "index": idx.astype(np.int64),
+            "label": jf.labels(idx),
+            "failed": np.asarray(result.failed)[pos].astype(np.int64),
+            "empty": np.asarray(result.empty)[pos].astype(np.int64),
+            **metrics,
+            "steps": np.asarray(result.n_steps)[pos].astype(np.int64),
+            "fit_seconds": np.full(len(pos), seconds),
+            "bytes": np.full(len(pos), round(nbytes), dtype=np.int64),
+            "reached_target": np.asarray(result.reached_target)[pos].astype(np.int64),
+        }
+        for name, values in rows.items():
+            columns.setdefault(name, []).append(np.asarray(values))
+    return {name: np.concatenate(parts) for name, parts in columns.items()}
+
+
+def _load_eval(path: Path, sha256: str, with_lpips: bool) -> dict[str, np.ndarray] | None:
+    """A chunk's stored metrics if they measure the chunk as it is now (same sha256, same LPIPS
+    setting); None otherwise."""
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if d.get("chunk_sha256") != sha256 or d.get("lpips") != with_lpips:
+        return None
+    return {
+        k: np.asarray(v, dtype=np.int64 if k in INT_COLUMNS else np.float64) for k, v in d["columns"].items()
+    }
+
+
 def evaluate_run(
     run: str | os.PathLike,
     with_lpips: bool = True,
-    device: str = "cpu",
-    lpips_cache: str | None = None,
+    device: str | torch.device = "cpu",
+    data: str | os.PathLike | None = None,
     progress: bool = False,
-) -> tuple[dict[str, np.ndarray], str]:
-    """Every metric of every fitted jet of ``run``: (table, note). table: column -> (k,) array in the
+    fresh: bool = False,
+) -> tuple[dict[str, np.ndarray], dict]:
+    """Every metric of every fitted jet of ``run``: (table, state). table: column -> (n,) array in the
     order of the run's jets (columns :data:`ID_COLUMNS`, the keys of ``compute_all``,
-    :data:`FIT_COLUMNS`); note: '' or which chunks are not fitted yet (they are left out)."""
-
+    :data:`FIT_COLUMNS`); state: :func:`inr_fast.store.run_state` of the chunks measured (unfinished
+    chunks are left out). Chunks measured before (``RUN/eval/``) are reused when unchanged, unless
+    ``fresh``; the originals of every jet are checked against the fitted jets' digests either way."""
     run = Path(run)
     cfg = store.read_config(run)
-    chunks = cfg.chunks()
-    done = [c for c in range(len(chunks)) if store.chunk_done(run, c)]
+    dev = resolve_device(device)
+    state = store.run_state(run, cfg)
+    done = state["done"]
     if not done:
-        raise DataError(f"{run}: no fitted jets yet (0 of {len(chunks)} chunks); run `inr-fast fit` first")
-    note = (
-        "" if len(done) == len(chunks) else f"{len(done)} of {len(chunks)} chunks fitted; the rest left out"
-    )
-    nbytes = stored_bytes_per_jet(cfg.fit.model, cfg.fit.param_dtype)
-    columns: dict[str, list] = {}
-    bar = None
-    if progress:
-        bar = tqdm(total=sum(len(chunks[c]) for c in done), desc="evaluate", unit="jet", leave=False)
-    with JetFile(cfg.data_path, channels_first=cfg.channels_first) as jf:
-        for c in done:
-            result = store.load_chunk(run, c, cfg)
-            seconds = store.chunk_fit_seconds(run, c, len(result))
-            for start in range(0, len(result), EVAL_BATCH):
-                pos = np.arange(start, min(start + EVAL_BATCH, len(result)))
-                idx = result.indices[pos]
-                x = jf.read(idx)
-                x_hat = render_batch(result, pos, device)
-                dev = torch.device(device)
-                metrics = compute_all(
-                    torch.from_numpy(x_hat).to(dev),
-                    torch.from_numpy(x).to(dev),
-                    with_lpips=with_lpips,
-                    cache_dir=lpips_cache,
-                )
-                rows = {
-                    "index": idx.astype(np.int64),
-                    "label": jf.labels(idx),
-                    "failed": np.asarray(result.failed)[pos].astype(np.int64),
-                    **metrics,
-                    "steps": np.asarray(result.n_steps)[pos].astype(np.int64),
-                    "fit_seconds": np.full(len(pos), seconds),
-                    "bytes": np.full(len(pos), nbytes, dtype=np.int64),
-                    "reached_target": np.asarray(result.reached_target)[pos].astype(np.int64),
-                }
-                for name, values in rows.items():
-                    columns.setdefault(name, []).append(np.asarray(values))
-                if bar is not None:
-                    bar.update(len(pos))
-    if bar is not None:
-        bar.close()
-    return {name: np.concatenate(parts) for name, parts in columns.items()}, note
+        raise DataError(
+            f"{run}: no fitted jets yet (0 of {len(cfg.chunks)} chunks); run `inr-fast fit` first"
+        )
+    parts = []
+    jf = None
+    try:
+        with Progress(sum(len(cfg.chunks[c]) for c in done), "evaluate", enabled=progress) as bar:
+            jf = store.open_data(run, cfg, data)
+            for c in done:
+                sha = state["sha256"][str(c)]
+                cols = None if fresh else _load_eval(eval_path(run, c), sha, with_lpips)
+                if cols is None:
+                    cols = evaluate_chunk(run, cfg, c, jf, with_lpips, dev)
+                else:  # measured before: the originals must still be the jets that were fitted
+                    idx = cfg.chunk_indices(c)
+                    store.check_digests(
+                        run, c, idx, store.chunk_digests(run, c), jet_digests(jf.read(idx)), jf.path
+                    )
+                    record = {"chunk": c, "chunk_sha256": sha, "lpips": with_lpips}
+                    record["columns"] = {k: v.tolist() for k, v in cols.items()}
+                    text = json.dumps(record, allow_nan=True) + "\n"
+                    atomic_write_bytes(eval_path(run, c), text.encode())
+                parts.append(cols)
+                bar.update(len(cfg.chunks[c]))
+    finally:
+        if jf is not None:
+            jf.close()
+    table = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    return table, state
 
 
 def metrics_csv(table: dict[str, np.ndarray]) -> str:
@@ -205,10 +261,13 @@ def _stats(values: np.ndarray) -> dict:
     }
 
 
-def summarise(table: dict[str, np.ndarray], run: str = "", with_lpips: bool = True) -> dict:
+def summarise(
+    table: dict[str, np.ndarray], run: str = "", with_lpips: bool = True, extra: dict | None = None
+) -> dict:
     """summary.json content: for every numeric column but index and label, mean / median / std (ddof 0)
     / min / max over its finite values (null if none) with counts n and n_nonfinite; overall
-    (``metrics``) and per label (``by_label``: {"1": {"name": "quark", "n_jets", "metrics"}, ...})."""
+    (``metrics``) and per label (``by_label``: {"1": {"name": "quark", "n_jets", "metrics"}, ...});
+    ``extra`` (the run's completeness, backend, storage, ...) is merged in at the top."""
     names = [n for n in table if n not in ("index", "label")]
     labels = np.asarray(table["label"], dtype=np.int64)
     by_label = {}
@@ -221,7 +280,10 @@ def summarise(table: dict[str, np.ndarray], run: str = "", with_lpips: bool = Tr
         }
     return {
         "run": str(run),
+        **(extra or {}),
         "n_jets": int(len(labels)),
+        "n_empty": int(np.sum(table.get("empty", 0))),
+        "n_failed": int(np.sum(table["failed"])),
         "lpips": bool(with_lpips),
         "statistics": "over finite values; std with ddof = 0",
         "label_convention": "quark = 1, gluon = 0 (files written by inr-fast simulate)",
@@ -234,7 +296,7 @@ def summarise(table: dict[str, np.ndarray], run: str = "", with_lpips: bool = Tr
 #: psnr_gain, rel_l2 and the physics errors in percent.
 TABLE_COLUMNS = (
     ("Sample", "index", 1.0, "{:.0f}"),
-    ("Label", "label", 1.0, "{:.0f}"),
+    ("Label", "label", 1.0, "label"),
     ("PSNR (dB)", "psnr", 1.0, "{:.2f}"),
     ("SSIM", "ssim", 1.0, "{:.4f}"),
     ("LPIPS", "lpips", 1.0, "{:.4f}"),
@@ -251,6 +313,8 @@ TABLE_COLUMNS = (
 
 
 def _cell(fmt: str, v: float) -> str:
+    if fmt == "label":
+        return label_name(int(v))
     return fmt.format(v) if np.isfinite(v) else str(v)
 
 
@@ -262,6 +326,10 @@ def table_rows(table: dict[str, np.ndarray], max_rows: int | None = 20) -> tuple
     n = len(table["index"])
     shown = n if max_rows is None else min(n, max_rows)
     rows = [[_cell(fmt, float(table[name][i]) * s) for _, name, s, fmt in cols] for i in range(shown)]
+    for i in range(shown):  # jets that were not fitted say so in the steps column
+        status = "empty" if table.get("empty", np.zeros(n))[i] else "failed" if table["failed"][i] else ""
+        if status:
+            rows[i][-1] = status
     if shown < n:
         rows.append([f"... {n - shown} more"] + [""] * (len(cols) - 1))
     for stat, fn in (("median", np.median), ("mean", np.mean)):
@@ -287,39 +355,106 @@ def format_table(table: dict[str, np.ndarray], max_rows: int | None = 20) -> str
 
 @dataclass(frozen=True)
 class EvaluateCommand:
-    """``inr-fast evaluate RUN [--no-lpips] [--device D] [--max-rows N] [--overwrite]``."""
+    """``inr-fast evaluate RUN [--lpips auto|yes|no] [--device D] [--data FILE] [--max-rows N]
+    [--overwrite]``."""
 
     run: str
-    lpips: bool = True
+    lpips: str = "auto"
     device: str = "cpu"
+    data: str | None = None
     max_rows: int = 20
     overwrite: bool = False
     progress: bool = True
 
 
-def _check_device(device: str) -> None:
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA GPU is available to torch here; use --device cpu")
-    if not (device == "cpu" or device.startswith("cuda")):
-        raise ConfigError(f"--device must be cpu or cuda, got {device!r}")
+def _csv_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def outputs_state(run: Path, state: dict, with_lpips: bool) -> str:
+    """Whether RUN's metrics.csv / summary.json pair is ``missing``, ``incomplete`` (one of the two,
+    or summary.json does not vouch for metrics.csv: a writer was interrupted), ``stale`` (it measured
+    other chunks, or with another LPIPS setting) or ``current``."""
+    csv_path, summary_path = run / METRICS_NAME, run / SUMMARY_NAME
+    if not csv_path.exists() and not summary_path.exists():
+        return "missing"
+    try:
+        summary = json.loads(summary_path.read_text())
+        if summary.get("metrics_csv_sha256") != _csv_sha256(csv_path):
+            return "incomplete"
+    except (OSError, ValueError):
+        return "incomplete"
+    if summary.get("run_state") != state or summary.get("lpips") != with_lpips:
+        return "stale"
+    return "current"
 
 
 def evaluate(cmd: EvaluateCommand) -> tuple[dict[str, np.ndarray], dict, str]:
-    """Run :func:`evaluate_run` and write RUN/metrics.csv and RUN/summary.json atomically.
-    Returns (table, summary, printable text)."""
+    """Run :func:`evaluate_run` holding the run's lock and write RUN/metrics.csv, then RUN/summary.json
+    (which vouches for it). Returns (table, summary, printable text)."""
     run = Path(cmd.run)
     store.read_config(run)  # a clear error for a directory that is not a run, before anything else
-    _check_device(cmd.device)
-    outputs = (run / METRICS_NAME, run / SUMMARY_NAME)
-    _refuse_existing(outputs, cmd.overwrite)
+    with store.RunLock(run, "inr-fast evaluate"):
+        return evaluate_locked(cmd)
+
+
+def evaluate_locked(
+    cmd: EvaluateCommand, refuse_current: bool = True
+) -> tuple[dict[str, np.ndarray], dict, str]:
+    """:func:`evaluate` for a caller that holds the run's lock (the report). With ``refuse_current``
+    False an up-to-date pair is simply read back."""
+    run = Path(cmd.run)
+    cfg = store.read_config(run)
+    resolve_device(cmd.device)
+    if cmd.lpips not in ("auto", "yes", "no"):
+        raise ConfigError(f"--lpips must be auto, yes or no, got {cmd.lpips!r}")
+    ok, why = lpips_available()
+    if cmd.lpips == "yes" and not ok:
+        raise InrFastError(f"--lpips yes: {why}")
+    with_lpips = cmd.lpips == "yes" or (cmd.lpips == "auto" and ok)
+    notes = []
+    if not with_lpips and cmd.lpips == "auto":
+        notes.append(f"LPIPS not measured: {why}")
     t0 = time.perf_counter()
-    table, note = evaluate_run(run, cmd.lpips, cmd.device, progress=cmd.progress)
-    summary = summarise(table, str(run), cmd.lpips)
-    atomic_write_bytes(outputs[0], metrics_csv(table).encode())
-    atomic_write_bytes(outputs[1], (json.dumps(summary, indent=1, allow_nan=False) + "\n").encode())
-    text = format_table(table, cmd.max_rows)
-    text += f"\n{run}: {len(table['index'])} jets evaluated in {time.perf_counter() - t0:.1f} s"
-    text += f"{'' if cmd.lpips else ' (no LPIPS)'}; wrote {outputs[0]} and {outputs[1]}"
-    if note:
-        text += f"\nnote: {note}"
-    return table, summary, text
+    store.clean_stale_temporaries(run)
+    status = outputs_state(run, store.run_state(run, cfg), with_lpips)
+    if status == "current" and not cmd.overwrite and not refuse_current:
+        table = read_metrics(run / METRICS_NAME)
+        summary = json.loads((run / SUMMARY_NAME).read_text())
+        return table, summary, format_table(table, cmd.max_rows)
+    if status == "current" and not cmd.overwrite:
+        raise OutputExistsError(
+            f"{run / METRICS_NAME} and {run / SUMMARY_NAME}: up to date; pass --overwrite to measure again"
+        )
+    if status in ("incomplete", "stale"):
+        log.info("%s: metrics.csv / summary.json are %s: measuring again", run, status)
+    table, state = evaluate_run(run, with_lpips, cmd.device, cmd.data, cmd.progress, fresh=cmd.overwrite)
+    n_done, n_chunks = len(state["done"]), state["chunks"]
+    extra = {
+        "complete": n_done == n_chunks,
+        "n_chunks_fitted": n_done,
+        "n_chunks": n_chunks,
+        "n_jets_planned": len(cfg.indices),
+        "preset": cfg.fit.name,
+        "backend": cfg.fit.backend,
+        "bytes_per_jet_on_disk": store.bytes_on_disk(run) / max(len(table["index"]), 1),
+    }
+    if n_done < n_chunks:
+        notes.append(
+            f"partial run: {n_done} of {n_chunks} chunks fitted ({len(table['index'])} of "
+            f"{len(cfg.indices)} jets); re-run `inr-fast fit` to finish it"
+        )
+    summary = summarise(table, str(run), with_lpips, extra)
+    summary["notes"] = notes
+    summary["run_state"] = state
+    csv_path = run / METRICS_NAME
+    atomic_write_bytes(csv_path, metrics_csv(table).encode(), overwrite=True)
+    summary["metrics_csv_sha256"] = _csv_sha256(csv_path)
+    text = json.dumps(summary, indent=1, allow_nan=False) + "\n"
+    atomic_write_bytes(run / SUMMARY_NAME, text.encode(), overwrite=True)
+    out = format_table(table, cmd.max_rows)
+    out += f"\n{run}: {len(table['index'])} jets evaluated in {time.perf_counter() - t0:.1f} s"
+    out += f"; wrote {csv_path} and {run / SUMMARY_NAME}"
+    for note in notes:
+        out += f"\nnote: {note}"
+    return table, summary, out

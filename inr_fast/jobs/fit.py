@@ -8,16 +8,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from inr_fast import store
+from inr_fast.atomic import check_writable
 from inr_fast.data.jetfile import JetFile
 from inr_fast.data.normalise import fit_normaliser
 from inr_fast.errors import ConfigError, DataError
-from inr_fast.model.spec import param_count, stored_bytes_per_jet
+from inr_fast.model.spec import param_count
+from inr_fast.progress import Progress, log
 from inr_fast.train.api import fit_chunk
 from inr_fast.train.backend import check_forward, get_forward, resolve_backend, resolve_device
 from inr_fast.train.config import FitConfig, get_preset
+from inr_fast.util import jet_digests
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class FitCommand:
     empty_samples: int | None = None  # 0: every pixel every step
     bright_weight: float | None = None
     param_dtype: str | None = None
+    keep_diagnostics: bool = False  # also store reconstructions and every step's history
 
     def fit_config(self) -> FitConfig:
         cfg = get_preset(self.preset).with_overrides(
@@ -63,14 +66,17 @@ class FitCommand:
 
 def fit_run(cmd: FitCommand) -> str:
     """Fit the selected jets of ``cmd.file`` into the run directory ``cmd.out``, chunk by chunk
-    (``batch_size`` jets each, written atomically), skipping chunks already written by the same run.
-    Returns a one-paragraph summary."""
+    (``batch_size`` jets each, written atomically), holding the run's lock. A run with the same recipe
+    is resumed (finished chunks are kept) and grown (selected jets it does not hold yet become new
+    chunks); its data is checked to be the jets it fitted (content digests). Returns a one-paragraph
+    summary."""
     if cmd.n is not None and cmd.n < 1:
         raise ConfigError(f"--n must be a positive integer, got {cmd.n}")
     device = resolve_device(cmd.device)
     cfg = cmd.fit_config()
     cfg = replace(cfg, backend=resolve_backend(cfg.backend, cfg.model, device))  # config.json: the one used
     run = Path(cmd.out)
+    check_writable(run, "--out")
     t0 = time.perf_counter()
     with JetFile(cmd.file, channels_first=cmd.channels_first) as jf:
         spec = f"0:{cmd.n}" if cmd.n is not None else cmd.indices
@@ -81,46 +87,69 @@ def fit_run(cmd: FitCommand) -> str:
             raise DataError(f"{cmd.file}: the jet selection {spec!r} is empty")
         if len(np.unique(indices)) != len(indices):
             raise DataError(f"{cmd.file}: the jet selection {spec!r} repeats jets; each jet is fitted once")
-        run_cfg = store.RunConfig(
+        forward_fn = get_forward(cfg.model, cfg.backend)
+        check_forward(forward_fn, cfg.model, cfg.backend, device)
+        planned = store.RunConfig(
+            fit=cfg,
+            seed=cmd.seed,
+            chunks=store.plan_chunks(indices, cfg.batch_size),
             data_path=str(Path(cmd.file).resolve()),
             channels_first=cmd.channels_first,
             n_jets_in_file=jf.n_jets,
-            indices=[int(i) for i in indices],
-            seed=cmd.seed,
-            fit=cfg,
+            keep_diagnostics=cmd.keep_diagnostics,
         )
-        existing = store.prepare_run_dir(run, run_cfg, overwrite=cmd.overwrite)
-        if existing is not None and existing.normaliser is not None:
-            normaliser = existing.normaliser
-        else:
-            normaliser = fit_normaliser(
-                cfg.normalisation, jetfile=jf, indices=indices, intensity_scale=cfg.intensity_scale
-            )
-        run_cfg = replace(run_cfg, normaliser=normaliser)
-        store.write_config(run, run_cfg)
-        forward_fn = get_forward(cfg.model, cfg.backend)
-        check_forward(forward_fn, cfg.model, cfg.backend, device)
-        chunks = run_cfg.chunks()
-        todo = [c for c in range(len(chunks)) if not store.chunk_done(run, c)]
-        n_done = sum(len(chunks[c]) for c in range(len(chunks)) if c not in set(todo))
-        bar = tqdm(total=len(indices), initial=n_done, desc="fit", unit="jet", disable=not cmd.progress)
-        try:
-            for c in todo:
-                images = jf.read(chunks[c])
-                result = fit_chunk(images, chunks[c], cfg, cmd.seed, device, normaliser, cmd.progress)
-                store.save_chunk(run, c, result)
-                bar.update(len(chunks[c]))
-        finally:
-            bar.close()
+        with store.RunLock(run, "inr-fast fit"):
+            n_tmp = store.clean_stale_temporaries(run)
+            if n_tmp:
+                log.info("%s: removed %d temporary file(s) left by an interrupted run", run, n_tmp)
+            run_cfg, todo = store.prepare_run(run, planned, overwrite=cmd.overwrite)
+            store.verify_data(run, run_cfg, jf)
+            if run_cfg.normaliser is None:
+                normaliser = fit_normaliser(
+                    cfg.normalisation,
+                    jetfile=jf,
+                    indices=run_cfg.indices,
+                    intensity_scale=cfg.intensity_scale,
+                )
+                if normaliser is not None:
+                    run_cfg = replace(run_cfg, normaliser=normaliser)
+                    store.write_config(run, run_cfg)
+            n_done = len(run_cfg.indices) - sum(len(run_cfg.chunks[c]) for c in todo)
+            with Progress(len(run_cfg.indices), "fit", enabled=cmd.progress, initial=n_done) as bar:
+                for c in todo:
+                    idx = run_cfg.chunk_indices(c)
+                    images = jf.read(idx)
+                    result = fit_chunk(images, idx, cfg, cmd.seed, device, run_cfg.normaliser, bar)
+                    store.save_chunk(run, c, result, jet_digests(images), run_cfg.keep_diagnostics)
+    return summary_line(run, run_cfg, device, len(todo), time.perf_counter() - t0)
+
+
+def summary_line(run: Path, cfg: store.RunConfig, device, n_fitted_now: int, seconds: float) -> str:
+    """One paragraph on a run: jets, status counts, medians over the fitted jets, storage."""
     facts = store.fit_facts(run)
-    seconds = time.perf_counter() - t0
-    return (
-        f"{run}: {len(facts['indices'])} jets with preset {cfg.name!r} on {device.type} "
-        f"({len(todo)} of {len(chunks)} chunks fitted now, {seconds:.1f} s); "
-        f"median psnr {np.median(facts['psnr']):.2f} dB, median rel_l2 "
-        f"{np.median(facts['rel_l2']):.4f}, median steps {int(np.median(facts['n_steps']))}, "
+    n = len(facts["indices"])
+    fitted = (facts["empty"] == 0) & (facts["failed"] == 0)
+    med = lambda a: float(np.median(a[fitted])) if fitted.any() else float("nan")  # noqa: E731
+    text = (
+        f"{run}: {n} jets with preset {cfg.fit.name!r}, backend {cfg.fit.backend!r} on {device.type} "
+        f"({n_fitted_now} of {len(cfg.chunks)} chunks fitted now, {seconds:.1f} s); "
+        f"median psnr {med(facts['psnr']):.2f} dB, median rel_l2 {med(facts['rel_l2']):.4f}, "
+        f"median steps {int(med(facts['n_steps'])) if fitted.any() else 0}, "
         f"{int(facts['reached_target'].sum())} reached the target, "
-        f"{int(facts['retried'].sum())} retried in float32, "
-        f"{int(facts['failed'].sum())} failed; {param_count(cfg.model)} parameters, "
-        f"{stored_bytes_per_jet(cfg.model, cfg.param_dtype)} bytes per jet"
+        f"{int(facts['retried'].sum())} retried in float32, {int(facts['failed'].sum())} failed"
     )
+    n_empty = int(facts["empty"].sum())
+    if n_empty:
+        text += f", {n_empty} empty (all-zero jets, not fitted)"
+    text += (
+        f"; {param_count(cfg.fit.model)} parameters, "
+        f"{store.bytes_on_disk(run) / max(n, 1):,.0f} bytes per jet on disk"
+    )
+    if n_empty > n // 2:
+        log.warning(
+            "%d of %d jets are all zero: is the data file complete? "
+            "(a file whose writer died reads as zeros)",
+            n_empty,
+            n,
+        )
+    return text

@@ -9,6 +9,7 @@ LPIPS is asked for (:func:`available` says whether it can be).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import warnings
 
@@ -20,6 +21,19 @@ from inr_fast.metrics.arrays import check_pair, like, to_torch
 from inr_fast.metrics.image import _flat
 
 _LPIPS_MODELS: dict[tuple[str, str], torch.nn.Module] = {}
+
+
+def available(cache_dir: str | os.PathLike | None = None) -> tuple[bool, str]:
+    """(True, "") when LPIPS can be computed here: the `lpips` and `torchvision` packages import and
+    the offline weights are in the cache; else (False, what is missing and the commands that fix it)."""
+    missing = [m for m in ("lpips", "torchvision") if importlib.util.find_spec(m) is None]
+    if missing:
+        return False, f"needs {' and '.join(missing)}: pip install 'inr_fast[lpips]'"
+    try:
+        lw.load_alexnet_weights(cache_dir)
+    except lw.LpipsWeightsError as err:
+        return False, str(err)
+    return True, ""
 
 
 def lpips_model(

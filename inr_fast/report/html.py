@@ -19,20 +19,13 @@ import numpy as np
 
 from inr_fast import store
 from inr_fast.atomic import atomic_write_bytes
-from inr_fast.data.jetfile import JetFile
 from inr_fast.errors import ConfigError, DataError
-from inr_fast.jobs.evaluate import (
-    METRICS_NAME,
-    SUMMARY_NAME,
-    EvaluateCommand,
-    _refuse_existing,
-    evaluate,
-    read_metrics,
-    summarise,
-    table_rows,
-)
+from inr_fast.jobs.evaluate import EvaluateCommand, _refuse_existing, evaluate_locked, table_rows
+from inr_fast.model.render import MAX_RESOLUTION
+from inr_fast.progress import log
 from inr_fast.report import figures
 from inr_fast.report.plots import save_figure
+from inr_fast.util import jet_digests
 
 REPORT_NAME = "report.html"
 FIGURE_NAMES = ("curve.png", "distributions.png", "compare.png", "superres.png")
@@ -64,9 +57,8 @@ def choose_jets(table: dict[str, np.ndarray], n: int = 2) -> list[int]:
 def _histories(run: Path, cfg, max_band: int = 500) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(indices, loss, psnr, rel_l2 histories) of up to ``max_band`` jets spread evenly over the run's
     finished chunks, read one chunk at a time."""
-    chunks = cfg.chunks()
-    done = [c for c in range(len(chunks)) if store.chunk_done(run, c)]
-    total = sum(len(chunks[c]) for c in done)
+    done = store.done_chunks(run, cfg)
+    total = sum(len(cfg.chunks[c]) for c in done)
     step = max(1, -(-total // max_band))
     parts: dict[str, list] = {k: [] for k in ("indices", "loss_history", "psnr_history", "rel_l2_history")}
     offset = 0
@@ -148,6 +140,7 @@ td,th{border:1px solid #ddd;padding:2px 8px;text-align:right}th{background:#f3f3
 table.config td{text-align:left;font-family:monospace}
 figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:0.85em;color:#555}.note{color:#555;font-size:0.9em}
+.warn{background:#fff3cd;border:1px solid #e0c36c;padding:0.4em 0.8em}
 """
 
 
@@ -159,24 +152,22 @@ def build_html(
     figures: list[tuple[str, bytes, str]],
     max_rows: int = 200,
 ) -> str:
-    """The report page: configuration, summary statistics, per-jet table and the figures as
-    ``data:image/png;base64`` images (name, PNG bytes, caption). No scripts, no external resources."""
+    """The report page: notes (a partial run says so first), summary statistics, the figures, the per-jet
+    table, and the configuration last; figures as ``data:image/png;base64`` images (name, PNG bytes,
+    caption). No scripts, no external resources."""
     header, rows = table_rows(table, max_rows)
+    notes = "".join(f'<p class="warn">{html.escape(n)}</p>' for n in summary.get("notes", []))
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
+        notes,
         '<p class="note">Metrics on the original images in GeV (see docs/design.md, "Metric conventions"). '
-        "Relative errors are signed: (reconstruction &minus; original) / original. Labels: "
-        "quark = 1, gluon = 0 in files written by <code>inr-fast simulate</code>.</p>",
-        "<h2>Configuration</h2>",
-        _html_table(["key", "value"], [list(kv) for kv in config_items], "config"),
+        "Relative errors are signed: (reconstruction &minus; original) / original. Labels as in files "
+        "written by <code>inr-fast simulate</code> (quark = 1, gluon = 0).</p>",
         "<h2>Summary</h2>",
         _summary_table(summary),
-        "<h2>Per-jet metrics</h2>",
-        '<p class="note">Errors in %. The full table is metrics.csv in the run directory.</p>',
-        _html_table(header, rows, "jets"),
     ]
     for name, png, caption in figures:
         data = base64.b64encode(png).decode("ascii")
@@ -185,45 +176,64 @@ def build_html(
             f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
             f"<figcaption>{html.escape(caption)} ({html.escape(name)})</figcaption></figure>"
         )
-    parts.append("</body></html>\n")
+    parts += [
+        "<h2>Per-jet metrics</h2>",
+        '<p class="note">Errors in %. The full table is metrics.csv in the run directory.</p>',
+        _html_table(header, rows, "jets"),
+        "<h2>Configuration</h2>",
+        _html_table(["key", "value"], [list(kv) for kv in config_items], "config"),
+        "</body></html>\n",
+    ]
     return "\n".join(parts)
 
 
 @dataclass(frozen=True)
 class ReportCommand:
-    """``inr-fast report RUN [--jets 0,3] [--superres-jet I] [--resolution P] [--no-lpips] [--overwrite]``."""
+    """``inr-fast report RUN [--jets 0,3] [--superres-jet I] [--resolution P] [--lpips auto|yes|no]
+    [--data FILE] [--overwrite]``."""
 
     run: str
     jets: tuple[int, ...] | None = None
     superres_jet: int | None = None
     resolution: int = SUPERRES
-    lpips: bool = True
+    lpips: str = "auto"
+    data: str | None = None
     overwrite: bool = False
     progress: bool = True
 
 
-def write_report(cmd: ReportCommand) -> Path:
-    """Write RUN/report.html and RUN/{curve,distributions,compare,superres}.png; evaluates first when
-    RUN/metrics.csv is missing. Returns the report's path."""
+def _originals(run: Path, cfg: store.RunConfig, jets: list[int], data) -> np.ndarray:
+    """The original images of ``jets`` (file indices) from the run's data, checked against the digests
+    of the jets that were fitted."""
+    with store.open_data(run, cfg, data) as jf:
+        x = jf.read(jets)
+    for j, image in zip(jets, x, strict=True):
+        chunk, pos = cfg.locate(j)
+        store.check_digests(
+            run, chunk, [j], store.chunk_digests(run, chunk)[pos : pos + 1], jet_digests(image[None]), jf.path
+        )
+    return x
 
+
+def write_report(cmd: ReportCommand) -> Path:
+    """Write RUN/report.html and RUN/{curve,distributions,compare,superres}.png (holding the run's lock);
+    evaluates first when RUN/metrics.csv is missing, incomplete or out of date. Returns the report's
+    path."""
     run = Path(cmd.run)
     cfg = store.read_config(run)
-    if isinstance(cmd.resolution, bool) or cmd.resolution < 1:
-        raise ConfigError(f"--resolution must be a positive integer, got {cmd.resolution}")
+    if isinstance(cmd.resolution, bool) or not 1 <= cmd.resolution <= MAX_RESOLUTION:
+        raise ConfigError(f"--resolution must be an integer in 1..{MAX_RESOLUTION}, got {cmd.resolution}")
     own = [run / REPORT_NAME, run / "distributions.png", run / "superres.png"]
     _refuse_existing(own, cmd.overwrite)
-    if not (run / METRICS_NAME).is_file():
-        print(f"{run / METRICS_NAME} is missing: evaluating the run first")
-        print(evaluate(EvaluateCommand(str(run), lpips=cmd.lpips, overwrite=True, progress=cmd.progress))[2])
-    table = read_metrics(run / METRICS_NAME)
-    summary_path = run / SUMMARY_NAME
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else summarise(table, str(run))
-    fitted = store.fitted_indices(run, cfg)
-    if sorted(fitted) != sorted(int(i) for i in table["index"]):
-        raise DataError(
-            f"{run / METRICS_NAME}: covers {len(table['index'])} jets but the run has {len(fitted)} fitted "
-            f"jets (stale after a resumed fit?); run `inr-fast evaluate {run} --overwrite`"
-        )
+    with store.RunLock(run, "inr-fast report"):
+        evaluated = EvaluateCommand(str(run), lpips=cmd.lpips, data=cmd.data, progress=cmd.progress)
+        table, summary, text = evaluate_locked(evaluated, refuse_current=False)
+        if "evaluated in" in text:
+            log.info("evaluated the run first:\n%s", text)
+        return _write_report_locked(cmd, run, cfg, table, summary)
+
+
+def _write_report_locked(cmd: ReportCommand, run: Path, cfg, table: dict, summary: dict) -> Path:
     hist = _histories(run, cfg)
     jets = list(cmd.jets) if cmd.jets is not None else choose_jets(table)
     known = set(int(i) for i in table["index"])
@@ -232,9 +242,13 @@ def write_report(cmd: ReportCommand) -> Path:
         raise DataError(
             f"--jets {missing}: not jets of this run (it has {len(known)} jets, e.g. {sorted(known)[:6]})"
         )
-    failed = set(int(i) for i, f in zip(table["index"], table["failed"], strict=True) if f)
-    if any(j in failed for j in jets):
-        raise DataError(f"--jets: jet(s) {sorted(set(jets) & failed)} failed to fit; nothing to show")
+    not_fitted = set(
+        int(i) for i, f, e in zip(table["index"], table["failed"], table["empty"], strict=True) if f or e
+    )
+    if any(j in not_fitted for j in jets):
+        raise DataError(
+            f"--jets: jet(s) {sorted(set(jets) & not_fitted)} failed or are empty; nothing to show"
+        )
 
     fit = cfg.fit
     pngs: list[tuple[str, bytes, str]] = []
@@ -253,12 +267,11 @@ def write_report(cmd: ReportCommand) -> Path:
     emit(
         figures.plot_distributions(table),
         "distributions.png",
-        "Distributions: per-jet metrics split by label (quark = 1, gluon = 0)",
+        "Distributions: per-jet metrics of quark and gluon jets",
     )
     if jets:
         pos = {int(i): k for k, i in enumerate(table["index"])}
-        with JetFile(cfg.data_path, channels_first=cfg.channels_first) as jf:
-            originals = jf.read(jets)
+        originals = _originals(run, cfg, jets, cmd.data)
         recons = np.stack([store.load_jet(run, j).render() for j in jets])
         captions = [
             f"rel L2 {table['rel_l2'][pos[j]]:.3f}, PSNR {table['psnr'][pos[j]]:.1f} dB" for j in jets
@@ -271,11 +284,10 @@ def write_report(cmd: ReportCommand) -> Path:
             + " per channel (log colour scale; residual in symmetric-log, red = excess, blue = deficit)",
         )
         sr = cmd.superres_jet if cmd.superres_jet is not None else jets[0]
-        if sr not in known or sr in failed:
+        if sr not in known or sr in not_fitted:
             raise DataError(f"--superres-jet {sr}: not a successfully fitted jet of this run")
         jet = store.load_jet(run, sr)
-        with JetFile(cfg.data_path, channels_first=cfg.channels_first) as jf:
-            original = jf.read_one(sr)
+        original = _originals(run, cfg, [sr], cmd.data)[0]
         emit(
             figures.plot_superres(original, jet.render(), jet.render(cmd.resolution), sr),
             "superres.png",
@@ -307,12 +319,11 @@ def write_fit_figures(run: str | Path, n_compare: int = 2) -> None:
     )
     save_figure(fig, run / "curve.png", overwrite=True)
     facts = store.fit_facts(run)
-    ok = np.flatnonzero(facts["failed"] == 0)[:n_compare]
+    ok = np.flatnonzero((facts["failed"] == 0) & (facts["empty"] == 0))[:n_compare]
     if ok.size == 0:
         return
     jets = [int(i) for i in facts["indices"][ok]]
-    with JetFile(cfg.data_path, channels_first=cfg.channels_first) as jf:
-        originals = jf.read(jets)
+    originals = _originals(run, cfg, jets, None)
     recons = np.stack([store.load_jet(run, j).render() for j in jets])
     captions = [f"rel L2 {facts['rel_l2'][k]:.3f}, PSNR {facts['psnr'][k]:.1f} dB" for k in ok]
     save_figure(

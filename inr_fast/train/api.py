@@ -11,13 +11,15 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from inr_fast.data.grid import pixel_grid
+from inr_fast.data.jetfile import implausible_jets
 from inr_fast.data.normalise import batch_normaliser, fit_normaliser, jet_scales, subset_normaliser
 from inr_fast.errors import ConfigError, DataError
 from inr_fast.layout import IMAGE_SIZE, N_CHANNELS
 from inr_fast.model.render import render_jet
+from inr_fast.model.spec import spec_layer_shapes
+from inr_fast.progress import Progress, log
 from inr_fast.train.backend import (
     check_forward,
     get_forward,
@@ -49,14 +51,16 @@ def fit_chunk(
     seed: int,
     device: torch.device,
     global_norm=None,
-    progress: bool = False,
+    progress: Progress | None = None,
     monitor: Monitor | None = None,
 ) -> FitResult:
     """Fit one batch of jets (k <= any size, trained together) and render their reconstructions.
 
     images (k, 125, 125, 3) float32 original values; indices (k,) their jet ids (seeds derive from
-    them). Jets that go non-finite are retried together in float32; failures are stored as zeros.
-    ``monitor(step, ids, recon)``: see :func:`fit` (called with jet ids).
+    them). Jets with no non-zero pixel are not fitted (``empty``: zero parameters, 0 steps, NaN metrics,
+    rendered as zeros). Jets that go non-finite are retried together in float32; failures are stored as
+    zeros. ``progress``: its status shows the step of the jets still training, and it advances by k
+    when the chunk is done. ``monitor(step, ids, recon)``: see :func:`fit` (called with jet ids).
     """
     t0 = time.perf_counter()
     images = np.asarray(images, dtype=np.float32)
@@ -69,23 +73,92 @@ def fit_chunk(
         raise DataError(f"jet {int(indices[bad])}: non-finite pixel values; expected finite energies")
     indices = np.asarray(indices, dtype=np.int64)
     k = len(indices)
+    for line in implausible_jets(images, indices):
+        log.warning("%s; fitting it anyway", line)
+    empty = ~(images != 0).reshape(k, -1).any(axis=1)
+    live = np.flatnonzero(~empty)
+    n_layers = cfg.model.depth + 1
+    weights = [torch.zeros((k, fo, fi)) for fo, fi in spec_layer_shapes(cfg.model)]
+    biases = [torch.zeros((k, fo)) for fo, _ in spec_layer_shapes(cfg.model)]
+    hist = {n: np.full((k, cfg.max_steps), np.nan, np.float32) for n in ("loss", "psnr", "rel_l2")}
+    n_steps = np.zeros(k, dtype=np.int64)
+    reached = np.zeros(k, dtype=bool)
+    retried = np.zeros(k, dtype=bool)
+    failed = np.zeros(k, dtype=bool)
+    recon = np.zeros_like(images)
+    psnr = np.full(k, np.nan)
+    rel = np.full(k, np.nan)
+    scales = None
+    if live.size:
+        out, norm, retried[live], failed[live] = _train_live(
+            images[live], indices[live], cfg, seed, device, global_norm, progress, monitor
+        )
+        for i in range(n_layers):
+            weights[i][live] = out.weights[i]
+            biases[i][live] = out.biases[i]
+        hist["loss"][live], hist["psnr"][live], hist["rel_l2"][live] = (
+            out.loss_history, out.psnr_history, out.rel_l2_history,
+        )  # fmt: skip
+        n_steps[live], reached[live] = out.n_steps, out.reached
+        flat = torch.from_numpy(images[live].reshape(len(live), -1, N_CHANNELS))
+        for j, pos in enumerate(live):
+            if failed[pos]:
+                psnr[pos], rel[pos] = -math.inf, math.inf
+                continue
+            w = [t[j : j + 1] for t in out.weights]
+            b = [t[j : j + 1] for t in out.biases]
+            recon[pos] = render_jet(cfg.model, w, b, subset_normaliser(norm, [j]), IMAGE_SIZE, device)
+            p, r = psnr_rel_l2(torch.from_numpy(recon[pos]).reshape(1, -1, 3), flat[j : j + 1])
+            psnr[pos], rel[pos] = float(p[0]), float(r[0])
+        live_scales = jet_scales(norm)
+        if live_scales is not None:
+            scales = np.zeros(k)
+            scales[live] = live_scales
+    elif cfg.normalisation == "per_jet_max":
+        scales = np.zeros(k)
+    if progress is not None:
+        progress.update(k)
+    return FitResult(
+        config=cfg,
+        indices=indices,
+        weights=weights,
+        biases=biases,
+        reconstructions=recon,
+        loss_history=hist["loss"],
+        psnr_history=hist["psnr"],
+        rel_l2_history=hist["rel_l2"],
+        n_steps=n_steps,
+        psnr=psnr,
+        rel_l2=rel,
+        reached_target=reached,
+        retried=retried,
+        failed=failed,
+        empty=empty,
+        norm_scales=scales,
+        normaliser=global_norm,
+        seed=seed,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _train_live(images, indices, cfg, seed, device, global_norm, progress, monitor):
+    """Train the non-empty jets of a chunk (retrying non-finite ones in float32): (BatchOutcome with
+    failed jets' parameters zeroed, their normaliser, retried (k,), failed (k,))."""
+    k = len(indices)
     forward_fn = get_forward(cfg.model, cfg.backend)
     coords = pixel_grid(IMAGE_SIZE, device=device)
     flat = torch.from_numpy(images.reshape(k, -1, N_CHANNELS)).to(device)
     norm = batch_normaliser(cfg.normalisation, global_norm, images)
     seeds = [jet_seed(seed, int(i)) for i in indices]
     amp_dtype = resolve_amp(cfg.amp, device)
-    bar = None
-    if progress:
-        bar = tqdm(total=cfg.max_steps, desc=f"jets {format_indices(indices, 3)}", unit="step", leave=False)
-    try:
-        loss_grad = get_loss_grad(cfg.model, cfg.backend, device, amp_dtype)
-        out = train_batch(
-            flat, norm, seeds, cfg, coords, forward_fn, amp_dtype, bar, loss_grad, _by_id(monitor, indices)
-        )
-    finally:
-        if bar is not None:
-            bar.close()
+    on_step = None
+    if progress is not None:
+        label = f"jets {format_indices(indices, 3)}"
+        on_step = lambda step, active: progress.set_status(f"{label}: step {step}, {active} training")  # noqa: E731
+    loss_grad = get_loss_grad(cfg.model, cfg.backend, device, amp_dtype)
+    out = train_batch(
+        flat, norm, seeds, cfg, coords, forward_fn, amp_dtype, on_step, loss_grad, _by_id(monitor, indices)
+    )
     retried = np.zeros(k, dtype=bool)
     failed = np.zeros(k, dtype=bool)
     redo = np.flatnonzero(out.nonfinite)
@@ -93,7 +166,7 @@ def fit_chunk(
         sub = subset_normaliser(norm, redo.tolist())
         loss_grad = get_loss_grad(cfg.model, cfg.backend, device, None)
         again = train_batch(
-            flat[redo], sub, [seeds[i] for i in redo], cfg, coords, forward_fn, None, None, loss_grad,
+            flat[redo], sub, [seeds[i] for i in redo], cfg, coords, forward_fn, None, on_step, loss_grad,
             _by_id(monitor, indices[redo]),
         )  # fmt: skip
         for j, pos in enumerate(redo):
@@ -105,40 +178,7 @@ def fit_chunk(
             failed[pos] = bool(again.nonfinite[j])
         for p in out.weights + out.biases:  # never store garbage: failed jets become zeros
             p[torch.from_numpy(failed)] = 0.0
-
-    recon = np.zeros_like(images)
-    psnr = np.full(k, -math.inf)
-    rel = np.full(k, math.inf)
-    scales = jet_scales(norm)
-    for j in range(k):
-        if failed[j]:
-            continue
-        jet_norm = subset_normaliser(norm, [j])
-        w = [t[j : j + 1] for t in out.weights]
-        b = [t[j : j + 1] for t in out.biases]
-        recon[j] = render_jet(cfg.model, w, b, jet_norm, IMAGE_SIZE, device)
-        p, r = psnr_rel_l2(torch.from_numpy(recon[j]).reshape(1, -1, 3), flat[j : j + 1].cpu())
-        psnr[j], rel[j] = float(p[0]), float(r[0])
-    return FitResult(
-        config=cfg,
-        indices=indices,
-        weights=out.weights,
-        biases=out.biases,
-        reconstructions=recon,
-        loss_history=out.loss_history,
-        psnr_history=out.psnr_history,
-        rel_l2_history=out.rel_l2_history,
-        n_steps=out.n_steps,
-        psnr=psnr,
-        rel_l2=rel,
-        reached_target=out.reached,
-        retried=retried,
-        failed=failed,
-        norm_scales=scales,
-        normaliser=global_norm,
-        seed=seed,
-        seconds=time.perf_counter() - t0,
-    )
+    return out, norm, retried, failed
 
 
 def fit(
@@ -194,7 +234,8 @@ def fit(
     if normaliser is None:
         normaliser = fit_normaliser(cfg.normalisation, images=images, intensity_scale=cfg.intensity_scale)
     parts = []
-    for start in range(0, len(images), cfg.batch_size):
-        sl = slice(start, start + cfg.batch_size)
-        parts.append(fit_chunk(images[sl], ids[sl], cfg, seed, dev, normaliser, progress, monitor))
+    with Progress(len(images), "fit", enabled=progress) as bar:
+        for start in range(0, len(images), cfg.batch_size):
+            sl = slice(start, start + cfg.batch_size)
+            parts.append(fit_chunk(images[sl], ids[sl], cfg, seed, dev, normaliser, bar, monitor))
     return FitResult.concat(parts)

@@ -124,8 +124,10 @@ class FitConfig:
             raise ConfigError(f"lr must be positive and finite, got {self.lr!r}")
         if self.weight_decay < 0:
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if self.target_rel_l2 is not None and not self.target_rel_l2 > 0:
-            raise ConfigError(f"target_rel_l2 must be positive, got {self.target_rel_l2!r}")
+        if self.target_rel_l2 is not None and not (0 < self.target_rel_l2 < math.inf):
+            raise ConfigError(f"target_rel_l2 must be positive and finite, got {self.target_rel_l2!r}")
+        if self.target_psnr is not None and not math.isfinite(self.target_psnr):
+            raise ConfigError(f"target_psnr must be a finite number of dB, got {self.target_psnr!r}")
         if self.backend == "fused" and self.model.kind != "pe_relu":
             raise ConfigError(f"backend 'fused' supports the pe_relu model only, not {self.model.kind!r}")
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))

@@ -168,7 +168,7 @@ def train_batch(
     coords: torch.Tensor,
     forward_fn: ForwardFn,
     amp_dtype: torch.dtype | None,
-    progress=None,
+    on_step: Callable[[int, int], None] | None = None,
     loss_grad_fn: LossGradFn | None = None,
     monitor: Monitor | None = None,
 ) -> BatchOutcome:
@@ -186,6 +186,7 @@ def train_batch(
     with the parameters of that check.
     ``loss_grad_fn`` (float32 only): on steps whose gradient needs no forward pass of the checks, loss
     and gradients come from it in one call instead of ``forward_fn`` + autograd.
+    ``on_step(steps done, jets still training)``: called after every step (progress displays).
     ``monitor(step, positions, recon)``: called on check steps with the batch positions (k,) of the
     active jets and their reconstructions (k, N, 3) on the original scale; it may return a (k,) bool
     array of jets that should stop now (counted as having reached their target).
@@ -278,8 +279,8 @@ def train_batch(
             batch.optimiser.step(batch.params, grads, lr, ok)
             batch.scaler.update(ok)
 
-        if progress is not None:
-            progress.update(1)
+        if on_step is not None:
+            on_step(step + 1, len(batch))
         if done:
             gone = set(done)
             keep = [i for i in range(len(batch)) if i not in gone]

@@ -1,5 +1,5 @@
 """Fitted jets as one object: parameters, reconstructions, histories and per-jet status
-(:class:`FitResult`), convertible to and from the flat tensor dict a run directory stores."""
+(:class:`FitResult`). The run directory's on-disk form of it is :mod:`inr_fast.store`'s."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 
 from inr_fast.data.normalise import PerJetMaxScaler
 from inr_fast.errors import DataError, InrFastError
-from inr_fast.layout import IMAGE_SIZE
+from inr_fast.layout import IMAGE_SIZE, N_CHANNELS
 from inr_fast.model.render import render_jet
 from inr_fast.train.config import FitConfig
 from inr_fast.util import format_indices
@@ -28,14 +28,17 @@ class FitResult:
     update; metrics: every check_every steps); n_steps (k,) optimiser steps taken; psnr, rel_l2 (k,) of
     the reconstructions (float64); reached_target, retried (in float32 after a non-finite loss),
     failed (non-finite even then; parameters stored as zeros) (k,) bool; norm_scales (k,) float64 for
-    per-jet normalisations, else None; normaliser: the run-wide normaliser or None.
+    per-jet normalisations, else None; normaliser: the run-wide normaliser or None; empty (k,) bool:
+    jets with no non-zero pixel, which are not fitted (zero parameters, 0 steps, psnr and rel_l2 NaN)
+    and render as zeros. ``reconstructions`` is None for results loaded from a run directory that
+    does not keep diagnostics (render them from the parameters).
     """
 
     config: FitConfig
     indices: np.ndarray
     weights: list[torch.Tensor]
     biases: list[torch.Tensor]
-    reconstructions: np.ndarray
+    reconstructions: np.ndarray | None
     loss_history: np.ndarray
     psnr_history: np.ndarray
     rel_l2_history: np.ndarray
@@ -45,10 +48,15 @@ class FitResult:
     reached_target: np.ndarray
     retried: np.ndarray
     failed: np.ndarray
+    empty: np.ndarray | None = None
     norm_scales: np.ndarray | None = None
     normaliser: object = None
     seed: int = 0
     seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.empty is None:
+            self.empty = np.zeros(len(self.indices), dtype=bool)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -81,48 +89,10 @@ class FitResult:
             raise InrFastError(
                 f"jet {index} failed to fit (non-finite loss even in float32); nothing to render"
             )
+        if self.empty[pos]:
+            return np.zeros((resolution, resolution, N_CHANNELS), dtype=np.float32)
         w, b = self.jet_params(pos)
         return render_jet(self.config.model, w, b, self.jet_normaliser(pos), resolution, device)
-
-    def to_tensors(self) -> dict[str, torch.Tensor]:
-        """Flat name -> tensor dict (what a run directory stores per chunk)."""
-        t = {"indices": torch.from_numpy(np.asarray(self.indices, dtype=np.int64))}
-        half = self.config.param_dtype == "float16"
-        last = len(self.biases) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            t[f"weights.{i}"] = (w.half() if half else w).contiguous()
-            t[f"biases.{i}"] = (b.half() if half and i < last else b).contiguous()
-        t["reconstructions"] = torch.from_numpy(np.ascontiguousarray(self.reconstructions))
-        for name in ("loss_history", "psnr_history", "rel_l2_history", "n_steps", "psnr", "rel_l2"):
-            t[name] = torch.from_numpy(np.ascontiguousarray(getattr(self, name)))
-        for name in ("reached_target", "retried", "failed"):
-            t[name] = torch.from_numpy(np.asarray(getattr(self, name), dtype=np.uint8))
-        if self.norm_scales is not None:
-            t["norm_scales"] = torch.from_numpy(np.asarray(self.norm_scales, dtype=np.float64))
-        return t
-
-    @classmethod
-    def from_tensors(cls, t: dict, config: FitConfig, normaliser=None, seed: int = 0) -> FitResult:
-        n_layers = config.model.depth + 1
-        return cls(
-            config=config,
-            indices=t["indices"].numpy(),
-            weights=[t[f"weights.{i}"].float() for i in range(n_layers)],
-            biases=[t[f"biases.{i}"].float() for i in range(n_layers)],
-            reconstructions=t["reconstructions"].numpy(),
-            loss_history=t["loss_history"].numpy(),
-            psnr_history=t["psnr_history"].numpy(),
-            rel_l2_history=t["rel_l2_history"].numpy(),
-            n_steps=t["n_steps"].numpy(),
-            psnr=t["psnr"].numpy(),
-            rel_l2=t["rel_l2"].numpy(),
-            reached_target=t["reached_target"].numpy().astype(bool),
-            retried=t["retried"].numpy().astype(bool),
-            failed=t["failed"].numpy().astype(bool),
-            norm_scales=t["norm_scales"].numpy() if "norm_scales" in t else None,
-            normaliser=normaliser,
-            seed=seed,
-        )
 
     @classmethod
     def concat(cls, parts: Sequence[FitResult]) -> FitResult:
@@ -137,7 +107,7 @@ class FitResult:
             indices=cat("indices"),
             weights=[torch.cat([p.weights[i] for p in parts]) for i in range(n_layers)],
             biases=[torch.cat([p.biases[i] for p in parts]) for i in range(n_layers)],
-            reconstructions=cat("reconstructions"),
+            reconstructions=None if first.reconstructions is None else cat("reconstructions"),
             loss_history=cat("loss_history"),
             psnr_history=cat("psnr_history"),
             rel_l2_history=cat("rel_l2_history"),
@@ -147,6 +117,7 @@ class FitResult:
             reached_target=cat("reached_target"),
             retried=cat("retried"),
             failed=cat("failed"),
+            empty=cat("empty"),
             norm_scales=cat("norm_scales") if first.norm_scales is not None else None,
             normaliser=first.normaliser,
             seed=first.seed,

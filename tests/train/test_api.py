@@ -250,7 +250,7 @@ def test_float16_parameters_are_stored_rounded_with_exact_channel_totals(tmp_pat
     with h5py.File(path, "w") as f:
         f["X_jets"], f["y"], f["m0"], f["pt"] = images, np.array([0, 1]), np.ones(2), np.full(2, 100.0)
     cmd = FitCommand(file=str(path), out=str(tmp_path / "run"), preset="fast", max_steps=12,
-                           progress=False)  # fmt: skip
+                     progress=False, keep_diagnostics=True)  # fmt: skip
     cfg = cmd.fit_config().with_overrides(param_dtype="float16", check_every=4, target_level=None, **TINY)
     monkey = pytest.MonkeyPatch()
     monkey.setattr(FitCommand, "fit_config", lambda self: cfg)
