@@ -68,7 +68,8 @@ def announce(line: str, tty: str = "/dev/tty") -> None:
     if under_pip and not sys.stdout.isatty():
         try:
             with open(tty, "a") as out:  # no controlling terminal (CI, IDE): OSError
-                out.write(("" if _tty_lines else "\n") + line + "\n")  # first: off pip's spinner line
+                # The first line leaves pip's spinner line; later ones overwrite the spinner's character.
+                out.write(("\r" if _tty_lines else "\n") + line + "\n")
             _tty_lines += 1
         except OSError:
             pass

@@ -64,8 +64,9 @@ class ExtensionStatus:
         """One line: what loaded and what it was built against, or why nothing loaded."""
         if not self.loaded:
             return f"compiled kernels not loaded: {self.error}"
-        torch_v = self.built_against.get("TORCH_VERSION", "an unrecorded torch")
-        return f"compiled {self.kernels()} kernels from {self.path}, built against torch {torch_v}"
+        torch_v = self.built_against.get("TORCH_VERSION")
+        against = f"torch {torch_v}" if torch_v else "an unrecorded torch (no inr_fast/_build_info.py)"
+        return f"compiled {self.kernels()} kernels from {self.path}, built against {against}"
 
     def as_dict(self) -> dict:
         return {
