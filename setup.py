@@ -133,11 +133,13 @@ def import_torch():
     try:
         import torch
     except ImportError as err:
-        found = find_torch_dir(hidden_torch_dirs())
+        hidden = hidden_torch_dirs()
+        found = find_torch_dir(hidden)
         if found is None:
             raise BuildError(no_torch_message(err)) from None
-        # Appended (after the isolated environment's setuptools), without processing .pth files.
-        sys.path.append(found)
+        # All of them (torch's dependencies may sit in another), appended: the isolated environment's
+        # setuptools stays first. Their .pth files are not processed.
+        sys.path.extend(hidden)
         try:
             import torch
         except ImportError as err2:
