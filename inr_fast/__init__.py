@@ -4,11 +4,25 @@ The compiled kernels (``inr_fast._C``) load lazily, on the first use of an opera
 the package never needs a built extension or queries a GPU.
 """
 
-from inr_fast._ext import cuda_built, extension_available
+from inr_fast._ext import (
+    ExtensionLoadWarning,
+    backend_choice,
+    cuda_built,
+    extension_available,
+    extension_status,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "cuda_built", "extension_available", "fit"]
+__all__ = [
+    "ExtensionLoadWarning",
+    "__version__",
+    "backend_choice",
+    "cuda_built",
+    "extension_available",
+    "extension_status",
+    "fit",
+]
 
 
 def __getattr__(name: str):

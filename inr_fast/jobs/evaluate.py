@@ -437,6 +437,7 @@ def evaluate_locked(
         "n_jets_planned": len(cfg.indices),
         "preset": cfg.fit.name,
         "backend": cfg.fit.backend,
+        "backend_choice": cfg.extra.get("backend", cfg.fit.backend),
         "bytes_per_jet_on_disk": store.bytes_on_disk(run) / max(len(table["index"]), 1),
     }
     if n_done < n_chunks:
@@ -455,6 +456,7 @@ def evaluate_locked(
     out = format_table(table, cmd.max_rows)
     out += f"\n{run}: {len(table['index'])} jets evaluated in {time.perf_counter() - t0:.1f} s"
     out += f"; wrote {csv_path} and {run / SUMMARY_NAME}"
+    out += f"\nfitted with preset {cfg.fit.name!r}, backend {extra['backend_choice']}"
     for note in notes:
         out += f"\nnote: {note}"
     return table, summary, out

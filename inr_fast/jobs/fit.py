@@ -17,7 +17,7 @@ from inr_fast.errors import ConfigError, DataError
 from inr_fast.model.spec import param_count
 from inr_fast.progress import Progress, log
 from inr_fast.train.api import fit_chunk
-from inr_fast.train.backend import check_forward, get_forward, resolve_backend, resolve_device
+from inr_fast.train.backend import backend_choice, check_forward, get_forward, resolve_device
 from inr_fast.train.config import FitConfig, get_preset
 from inr_fast.util import jet_digests
 
@@ -74,7 +74,8 @@ def fit_run(cmd: FitCommand) -> str:
         raise ConfigError(f"--n must be a positive integer, got {cmd.n}")
     device = resolve_device(cmd.device)
     cfg = cmd.fit_config()
-    cfg = replace(cfg, backend=resolve_backend(cfg.backend, cfg.model, device))  # config.json: the one used
+    choice = backend_choice(cfg.backend, cfg.model, device)
+    cfg = replace(cfg, backend=choice.backend)  # config.json: the one used
     run = Path(cmd.out)
     check_writable(run, "--out")
     t0 = time.perf_counter()
@@ -103,6 +104,8 @@ def fit_run(cmd: FitCommand) -> str:
             if n_tmp:
                 log.info("%s: removed %d temporary file(s) left by an interrupted run", run, n_tmp)
             run_cfg, todo = store.prepare_run(run, planned, overwrite=cmd.overwrite)
+            run_cfg = replace(run_cfg, extra={**run_cfg.extra, "backend": str(choice)})
+            store.write_config(run, run_cfg)
             store.verify_data(run, run_cfg, jf)
             if run_cfg.normaliser is None:
                 normaliser = fit_normaliser(
@@ -131,7 +134,7 @@ def summary_line(run: Path, cfg: store.RunConfig, device, n_fitted_now: int, sec
     fitted = (facts["empty"] == 0) & (facts["failed"] == 0)
     med = lambda a: float(np.median(a[fitted])) if fitted.any() else float("nan")  # noqa: E731
     text = (
-        f"{run}: {n} jets with preset {cfg.fit.name!r}, backend {cfg.fit.backend!r} on {device.type} "
+        f"{run}: {n} jets with preset {cfg.fit.name!r} on {device.type}, backend {cfg.extra.get('backend')} "
         f"({n_fitted_now} of {len(cfg.chunks)} chunks fitted now, {seconds:.1f} s); "
         f"median psnr {med(facts['psnr']):.2f} dB, median rel_l2 {med(facts['rel_l2']):.4f}, "
         f"median steps {int(med(facts['n_steps'])) if fitted.any() else 0}, "

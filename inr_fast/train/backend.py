@@ -55,17 +55,25 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16
 
 
-def resolve_backend(backend: str, spec: ModelSpec, device: torch.device) -> str:
-    """The concrete backend for ``backend`` (``auto`` resolved; others returned unchanged).
+def backend_choice(backend: str, spec: ModelSpec, device: torch.device) -> _ext.BackendChoice:
+    """The backend a fit runs and why (:func:`inr_fast._ext.backend_choice`): ``auto`` is ``fused`` when
+    the model is pe_relu of a fused width (:data:`~inr_fast.model.spec.FUSED_WIDTHS`), the compiled
+    extension loads and the device is the CPU, otherwise ``reference`` (warning once when the
+    extension did not load). On CUDA ``auto`` stays ``reference`` until the CUDA kernels have passed
+    ``make gpu-test`` on a GPU (BENCHMARKS.md, "GPU"); ``--backend fused`` uses them anyway."""
+    unsupported = None
+    if spec.kind != "pe_relu":
+        unsupported = f"the {spec.kind} model has no fused kernel"
+    elif spec.width not in FUSED_WIDTHS:
+        unsupported = f"width {spec.width} has no fused kernel (widths {', '.join(map(str, FUSED_WIDTHS))})"
+    elif device.type != "cpu":
+        unsupported = "on CUDA the reference runs until the CUDA kernels have passed make gpu-test on a GPU"
+    return _ext.backend_choice(backend, device=device, unsupported=unsupported)
 
-    ``auto`` is ``fused`` when the model is pe_relu of a fused width (:data:`FUSED_WIDTHS`), the
-    compiled extension imports and the device is the CPU; otherwise ``reference``. On CUDA ``auto``
-    stays ``reference`` until the CUDA kernels have passed ``make gpu-test`` on a GPU (BENCHMARKS.md,
-    "GPU"); ``--backend fused`` uses them anyway."""
-    if backend != "auto":
-        return backend
-    ok = spec.kind == "pe_relu" and spec.width in FUSED_WIDTHS and device.type == "cpu"
-    return "fused" if ok and _ext.extension_available() else "reference"
+
+def resolve_backend(backend: str, spec: ModelSpec, device: torch.device) -> str:
+    """The concrete backend for ``backend`` (``auto`` resolved as :func:`backend_choice` says)."""
+    return backend_choice(backend, spec, device).backend
 
 
 def get_forward(spec: ModelSpec, backend: str) -> ForwardFn:

@@ -11,7 +11,7 @@ import torch
 from inr_fast import _ext
 from inr_fast.errors import ConfigError, InrFastError
 from inr_fast.train.api import fit
-from inr_fast.train.backend import resolve_amp, resolve_backend, resolve_device
+from inr_fast.train.backend import backend_choice, resolve_amp, resolve_backend, resolve_device
 from inr_fast.train.config import COMPACT, FAST, SEED
 from tests.helpers import make_jets
 
@@ -33,18 +33,26 @@ def test_device_and_amp_resolution():
 def test_auto_backend_is_fused_on_the_cpu_where_the_model_allows_it(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert FAST.backend == COMPACT.backend == "auto" and SEED.backend == "reference"
-    monkeypatch.setattr(_ext, "extension_available", lambda: True)
-    assert resolve_backend("auto", FAST.model, cpu) == "fused"
-    assert resolve_backend("auto", replace(FAST.model, width=24), cpu) == "reference"  # no fused width
+    if _ext.extension_status().loaded:
+        assert resolve_backend("auto", FAST.model, cpu) == "fused"
+        assert "compiled CPU" in backend_choice("auto", FAST.model, cpu).reason
+    choice = backend_choice("auto", replace(FAST.model, width=24), cpu)
+    assert choice.backend == "reference" and "width 24 has no fused kernel" in choice.reason
     assert resolve_backend("auto", replace(FAST.model, kind="siren"), cpu) == "reference"
     assert resolve_backend("auto", FAST.model, cuda) == "reference"  # CUDA kernels: opt-in
     assert resolve_backend("reference", FAST.model, cpu) == "reference"
     assert resolve_backend("fused", FAST.model, cuda) == "fused"  # explicit choices are kept
-    monkeypatch.setattr(_ext, "extension_available", lambda: False)
-    assert resolve_backend("auto", FAST.model, cpu) == "reference"  # not built: still works
-    # fit() records the backend it used, never "auto"
-    res = fit(make_jets(1, seed=2), "fast", device="cpu", max_steps=2, n_freqs=2, width=16, depth=1)
-    assert res.config.backend == "reference"
+    monkeypatch.setattr(_ext, "_find_extension", lambda: None)  # not built: still works, and says so
+    _ext._reset()
+    try:
+        with pytest.warns(_ext.ExtensionLoadWarning, match="runs the PyTorch reference"):
+            assert resolve_backend("auto", FAST.model, cpu) == "reference"
+        # fit() records the backend it used, never "auto"
+        res = fit(make_jets(1, seed=2), "fast", device="cpu", max_steps=2, n_freqs=2, width=16, depth=1)
+        assert res.config.backend == "reference"
+    finally:
+        monkeypatch.undo()
+        _ext._reset()
 
 
 def test_fused_backend_matches_reference_or_says_why():
