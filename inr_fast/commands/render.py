@@ -117,7 +117,7 @@ def render_to_file(cmd: RenderCommand) -> Path:
                 "index": int(cmd.index),
                 "resolution": int(cmd.resolution),
                 "channels": ",".join(CHANNELS),
-                "units": "GeV per pixel",
+                "units": "transverse energy E_T per pixel in GeV (Tracks: track pT)",
                 "conserve": bool(cmd.conserve),
             }
         )

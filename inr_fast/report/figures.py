@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.colors import SymLogNorm
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from inr_fast.errors import DataError
 from inr_fast.layout import CHANNELS, IMAGE_SIZE, N_CHANNELS, PITCH, label_name
@@ -33,11 +34,12 @@ __all__ = [
 ]
 
 LABEL_COLOURS = {1: "tab:blue", 0: "tab:orange"}
-#: (metrics.csv column, axis label, scale factor) of the distribution panels.
+#: (metrics.csv column, axis label, scale factor) of the distribution panels; factor -1 draws 1 - value
+#: on a log axis (SSIM: all values crowd below 1).
 DISTRIBUTION_METRICS: tuple[tuple[str, str, float], ...] = (
     ("psnr_gain", "PSNR gain over the zero image [dB]", 1.0),
     ("rel_l2", r"relative $L_2$ error", 1.0),
-    ("ssim", "SSIM", 1.0),
+    ("ssim", "1 - SSIM (log scale)", -1.0),
     ("jet_pt_rel_err", r"jet $p_T$ error [%]", 100.0),
     ("sum_rel_err_ecal", "ECAL energy error [%]", 100.0),
     ("sum_rel_err_hcal", "HCAL energy error [%]", 100.0),
@@ -136,13 +138,17 @@ def plot_distributions(
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
     labels = np.asarray(table["label"]).astype(np.int64)
     for ax, (name, xlabel, factor) in zip(axes, present, strict=False):
-        values = np.asarray(table[name], dtype=np.float64) * factor
+        logx = factor == -1.0
+        values = np.asarray(table[name], dtype=np.float64)
+        values = np.where(1 - values > 0, 1 - values, np.nan) if logx else values * factor
         finite = np.isfinite(values)
         if finite.any():
             lo, hi = float(values[finite].min()), float(values[finite].max())
             if hi <= lo:
-                lo, hi = lo - 0.5 * (abs(lo) or 1.0), hi + 0.5 * (abs(hi) or 1.0)
-            edges = np.linspace(lo, hi, bins + 1)
+                lo, hi = (
+                    (lo / 2, hi * 2) if logx else (lo - 0.5 * (abs(lo) or 1.0), hi + 0.5 * (abs(hi) or 1.0))
+                )
+            edges = np.geomspace(lo, hi, bins + 1) if logx else np.linspace(lo, hi, bins + 1)
             for lab in sorted(np.unique(labels), reverse=True):
                 sel = finite & (labels == lab)
                 if sel.any():
@@ -154,9 +160,16 @@ def plot_distributions(
                         color=LABEL_COLOURS.get(int(lab)),
                         label=f"{label_name(lab)} ({int(sel.sum())})",
                     )
-            if factor != 1.0 and lo < 0 < hi:
+            if factor not in (1.0, -1.0) and lo < 0 < hi:
                 ax.axvline(0.0, color="0.5", lw=0.7)
             ax.legend(fontsize=7)
+        if logx:
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels crowd a sub-decade range
+        else:  # few, plain tick labels: no offset text, powers of ten for tiny or huge ranges
+            ax.xaxis.set_major_locator(MaxNLocator(5))
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4), useOffset=False, useMathText=True)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         bad = int((~finite).sum())
         if bad:
             ax.text(0.02, 0.95, f"{bad} non-finite", transform=ax.transAxes, fontsize=7, va="top")

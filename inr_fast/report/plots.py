@@ -36,7 +36,7 @@ __all__ = [
 
 CMAP = "viridis"
 BACKGROUND = "white"  # zero (and negative) pixels
-CHANNEL_UNITS = {"ECAL": "E [GeV]", "HCAL": "E [GeV]", "Tracks": "$p_T$ [GeV]"}
+CHANNEL_UNITS = {"ECAL": "$E_T$ [GeV]", "HCAL": "$E_T$ [GeV]", "Tracks": "$p_T$ [GeV]"}  # per pixel
 DYNAMIC_RANGE = 1e4  # vmin is at least vmax / DYNAMIC_RANGE
 PANEL_SIZE = (4.4, 3.8)  # inches per panel, colourbar included
 
@@ -87,7 +87,7 @@ def draw_jet_panel(
     channel: np.ndarray,
     norm: LogNorm | None = None,
     title: str | None = None,
-    cbar_label: str | None = "E [GeV]",
+    cbar_label: str | None = "$E_T$ [GeV]",
     pitch: float = PITCH,
     colorbar: bool = True,
 ):
