@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from inr_fast.commands.common import add_executor_arguments, cluster_options, dry_run
 from inr_fast.jobs.evaluate import EvaluateCommand, evaluate
 
 
@@ -39,9 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="measure again although metrics.csv and summary.json are up to date (out-of-date or "
         "interrupted ones are always redone)",
     )
+    add_executor_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    if dry_run(args):
+        return 0
     cmd = EvaluateCommand(
         run=args.run,
         lpips=args.lpips,
@@ -50,6 +54,9 @@ def run(args: argparse.Namespace) -> int:
         max_rows=args.max_rows,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        executor=args.executor,
+        workers=args.workers,
+        cluster=cluster_options(args),
     )
     print(evaluate(cmd)[2])
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from inr_fast.commands.common import add_executor_arguments, cluster_options, dry_run
 from inr_fast.jobs.fit import FitCommand, fit_run
 from inr_fast.model.spec import PARAM_DTYPES
 from inr_fast.report.html import write_fit_figures
@@ -124,9 +125,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="replace a run directory that holds a different recipe (only files inr-fast wrote are removed)",
     )
     parser.add_argument("--no-figures", action="store_true", help="skip curve.png and compare.png")
+    add_executor_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    if dry_run(args):
+        return 0
     cmd = FitCommand(
         file=args.file,
         out=args.out,
@@ -148,6 +152,9 @@ def run(args: argparse.Namespace) -> int:
         keep_diagnostics=args.keep_diagnostics,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        executor=args.executor,
+        workers=args.workers,
+        cluster=cluster_options(args),
     )
     summary = fit_run(cmd)
     if not args.no_figures:

@@ -409,28 +409,60 @@ def normaliser_from_dict(d: dict) -> Normaliser:
     return cls.from_dict(d)
 
 
-def fit_normaliser(
-    kind: str, images=None, jetfile=None, indices=None, chunk_size: int = 64, intensity_scale: float = 1.0
-):
-    """The run-wide normaliser of ``kind`` (None for per-jet kinds, whose scales live with each jet):
-    ``channel_standardiser`` is fitted on ``images`` (k, 125, 125, 3) or streamed from ``jetfile``;
-    ``asinh_standardiser`` is ``Compose([IntensityTransform("asinh", intensity_scale), s])`` with s the
-    ChannelStandardiser of the transformed values, fitted the same way."""
+def normaliser_pre(kind: str, intensity_scale: float = 1.0):
+    """The pointwise transform a run-wide normaliser of ``kind`` standardises after (asinh for
+    ``asinh_standardiser``), or None."""
+    return IntensityTransform("asinh", intensity_scale) if kind == "asinh_standardiser" else None
 
-    if kind == "asinh_standardiser":
-        pre = IntensityTransform("asinh", intensity_scale)
-        if images is not None:
-            std = ChannelStandardiser.from_moments(channel_moments(images, pre=pre))
-        else:
-            std = ChannelStandardiser.fit(jetfile, indices, chunk_size, pre=pre)
-        return Compose([pre, std])
-    if kind == "channel_standardiser":
-        if images is not None:
-            return ChannelStandardiser.from_images(images)
-        return ChannelStandardiser.fit(jetfile, indices, chunk_size)
+
+def needs_moments(kind: str) -> bool:
+    """Whether the run-wide normaliser of ``kind`` is fitted from per-channel moments."""
+    return kind in ("channel_standardiser", "asinh_standardiser")
+
+
+def normaliser_moments(kind: str, images, intensity_scale: float = 1.0) -> Moments:
+    """The per-channel moments of ``images`` (k, 125, 125, 3) a normaliser of ``kind`` is fitted from
+    (of the transformed values for ``asinh_standardiser``)."""
+    return channel_moments(images, pre=normaliser_pre(kind, intensity_scale))
+
+
+def reduce_moments(parts: Sequence[Moments]) -> Moments:
+    """Merge moments of disjoint sets pairwise, as a balanced tree in the order given: the same result
+    wherever the parts were computed (a driver alone, or Dask workers)."""
+    parts = list(parts)
+    if not parts:
+        return Moments.empty()
+    while len(parts) > 1:
+        parts = [
+            merge_moments(*parts[i : i + 2]) if i + 1 < len(parts) else parts[i]
+            for i in range(0, len(parts), 2)
+        ]
+    return parts[0]
+
+
+def normaliser_from_moments(kind: str, moments: Moments, intensity_scale: float = 1.0, source: str = "jets"):
+    """The run-wide normaliser of ``kind`` from the moments :func:`normaliser_moments` gives (None for
+    per-jet kinds; Identity for ``identity``)."""
     if kind == "identity":
         return Identity()
-    return None
+    if not needs_moments(kind):
+        return None
+    std = ChannelStandardiser.from_moments(moments, source)
+    pre = normaliser_pre(kind, intensity_scale)
+    return std if pre is None else Compose([pre, std])
+
+
+def fit_normaliser(kind: str, images=None, intensity_scale: float = 1.0):
+    """The run-wide normaliser of ``kind`` fitted on ``images`` (k, 125, 125, 3) in memory (None for
+    per-jet kinds, whose scales live with each jet): ``channel_standardiser`` is the global per-channel
+    mean/std; ``asinh_standardiser`` is ``Compose([IntensityTransform("asinh", intensity_scale), s])``
+    with s the ChannelStandardiser of the transformed values. Runs fit it chunk by chunk
+    (:func:`normaliser_moments`, :func:`reduce_moments`, :func:`normaliser_from_moments`)."""
+    if not needs_moments(kind):
+        return normaliser_from_moments(kind, Moments.empty(), intensity_scale)
+    return normaliser_from_moments(
+        kind, normaliser_moments(kind, images, intensity_scale), intensity_scale, "images"
+    )
 
 
 def batch_normaliser(kind: str, global_norm, images: np.ndarray):

@@ -26,7 +26,7 @@ import io
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,7 @@ from inr_fast.data.grid import pixel_grid
 from inr_fast.data.jetfile import JetFile
 from inr_fast.data.normalise import PerJetMaxScaler
 from inr_fast.errors import ConfigError, DataError, InrFastError, OutputExistsError
+from inr_fast.jobs.cluster import ClusterOptions, Executor
 from inr_fast.layout import IMAGE_SIZE, N_CHANNELS, label_name
 from inr_fast.metrics.levels import compute_all
 from inr_fast.metrics.lpips import available as lpips_available
@@ -164,6 +165,38 @@ def _load_eval(path: Path, sha256: str, with_lpips: bool) -> dict[str, np.ndarra
     }
 
 
+def evaluate_chunk_task(
+    run: str,
+    chunk: int,
+    sha256: str,
+    with_lpips: bool,
+    device: str,
+    data: str | None,
+    threads: int,
+    fresh: bool,
+) -> int:
+    """Measure one chunk into RUN/eval/chunk_NNNNNN.json (a worker task, also what the serial executor
+    runs), with ``threads`` torch threads. Metrics measured before for the same chunk sha256 and LPIPS
+    setting are kept unless ``fresh``; the originals are checked against the fitted jets' digests
+    either way. Returns the chunk's number of jets."""
+    torch.set_num_threads(threads)
+    run = Path(run)
+    cfg = store.read_config(run)
+    path = eval_path(run, chunk)
+    with store.open_data(run, cfg, data) as jf:
+        if not fresh and _load_eval(path, sha256, with_lpips) is not None:
+            idx = cfg.chunk_indices(chunk)
+            store.check_digests(
+                run, chunk, idx, store.chunk_digests(run, chunk), jet_digests(jf.read(idx)), jf.path
+            )
+            return len(idx)
+        cols = evaluate_chunk(run, cfg, chunk, jf, with_lpips, resolve_device(device))
+    record = {"chunk": chunk, "chunk_sha256": sha256, "lpips": with_lpips}
+    record["columns"] = {k: v.tolist() for k, v in cols.items()}
+    atomic_write_bytes(path, (json.dumps(record, allow_nan=True) + "\n").encode())
+    return len(cols["index"])
+
+
 def evaluate_run(
     run: str | os.PathLike,
     with_lpips: bool = True,
@@ -171,45 +204,47 @@ def evaluate_run(
     data: str | os.PathLike | None = None,
     progress: bool = False,
     fresh: bool = False,
+    executor: Executor | None = None,
 ) -> tuple[dict[str, np.ndarray], dict]:
     """Every metric of every fitted jet of ``run``: (table, state). table: column -> (n,) array in the
     order of the run's jets (columns :data:`ID_COLUMNS`, the keys of ``compute_all``,
     :data:`FIT_COLUMNS`); state: :func:`inr_fast.store.run_state` of the chunks measured (unfinished
-    chunks are left out). Chunks measured before (``RUN/eval/``) are reused when unchanged, unless
-    ``fresh``; the originals of every jet are checked against the fitted jets' digests either way."""
+    chunks are left out). One task per chunk (:func:`evaluate_chunk_task`) on ``executor`` (default:
+    here, one after another); chunks measured before (``RUN/eval/``) are reused when unchanged, unless
+    ``fresh``. The table is then read back from the per-chunk files."""
     run = Path(run)
     cfg = store.read_config(run)
-    dev = resolve_device(device)
+    device = str(resolve_device(device))
     state = store.run_state(run, cfg)
     done = state["done"]
     if not done:
         raise DataError(
             f"{run}: no fitted jets yet (0 of {len(cfg.chunks)} chunks); run `inr-fast fit` first"
         )
+    data = None if data is None else str(data)
+    executor = executor or Executor()
+    with Progress(sum(len(cfg.chunks[c]) for c in done), "evaluate", enabled=progress) as bar:
+        args = [(str(run), c, state["sha256"][str(c)], with_lpips, device, data) for c in done]
+        if executor.serial:
+            for a in args:
+                bar.update(evaluate_chunk_task(*a, torch.get_num_threads(), fresh))
+        else:
+            bar.set_status(executor.describe())
+            rid = hashlib.blake2b(str(run.resolve()).encode(), digest_size=4).hexdigest()
+            futures = [
+                executor.submit(
+                    evaluate_chunk_task, *a, executor.threads, fresh, key=f"inr-fast-eval-{rid}-{a[1]}"
+                )
+                for a in args
+            ]
+            for future in executor.as_completed(futures):
+                bar.update(future.result())
     parts = []
-    jf = None
-    try:
-        with Progress(sum(len(cfg.chunks[c]) for c in done), "evaluate", enabled=progress) as bar:
-            jf = store.open_data(run, cfg, data)
-            for c in done:
-                sha = state["sha256"][str(c)]
-                cols = None if fresh else _load_eval(eval_path(run, c), sha, with_lpips)
-                if cols is None:
-                    cols = evaluate_chunk(run, cfg, c, jf, with_lpips, dev)
-                else:  # measured before: the originals must still be the jets that were fitted
-                    idx = cfg.chunk_indices(c)
-                    store.check_digests(
-                        run, c, idx, store.chunk_digests(run, c), jet_digests(jf.read(idx)), jf.path
-                    )
-                    record = {"chunk": c, "chunk_sha256": sha, "lpips": with_lpips}
-                    record["columns"] = {k: v.tolist() for k, v in cols.items()}
-                    text = json.dumps(record, allow_nan=True) + "\n"
-                    atomic_write_bytes(eval_path(run, c), text.encode())
-                parts.append(cols)
-                bar.update(len(cfg.chunks[c]))
-    finally:
-        if jf is not None:
-            jf.close()
+    for c in done:
+        cols = _load_eval(eval_path(run, c), state["sha256"][str(c)], with_lpips)
+        if cols is None:  # pragma: no cover - a task reported success without writing
+            raise DataError(f"{eval_path(run, c)}: missing after its task; run `inr-fast evaluate` again")
+        parts.append(cols)
     table = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
     return table, state
 
@@ -365,6 +400,9 @@ class EvaluateCommand:
     max_rows: int = 20
     overwrite: bool = False
     progress: bool = True
+    executor: str = "serial"
+    workers: int = 1
+    cluster: ClusterOptions = field(default_factory=ClusterOptions)
 
 
 def _csv_sha256(path: Path) -> str:
@@ -389,17 +427,17 @@ def outputs_state(run: Path, state: dict, with_lpips: bool) -> str:
     return "current"
 
 
-def evaluate(cmd: EvaluateCommand) -> tuple[dict[str, np.ndarray], dict, str]:
+def evaluate(cmd: EvaluateCommand, client=None) -> tuple[dict[str, np.ndarray], dict, str]:
     """Run :func:`evaluate_run` holding the run's lock and write RUN/metrics.csv, then RUN/summary.json
     (which vouches for it). Returns (table, summary, printable text)."""
     run = Path(cmd.run)
     store.read_config(run)  # a clear error for a directory that is not a run, before anything else
     with store.RunLock(run, "inr-fast evaluate"):
-        return evaluate_locked(cmd)
+        return evaluate_locked(cmd, client=client)
 
 
 def evaluate_locked(
-    cmd: EvaluateCommand, refuse_current: bool = True
+    cmd: EvaluateCommand, refuse_current: bool = True, client=None
 ) -> tuple[dict[str, np.ndarray], dict, str]:
     """:func:`evaluate` for a caller that holds the run's lock (the report). With ``refuse_current``
     False an up-to-date pair is simply read back."""
@@ -428,7 +466,10 @@ def evaluate_locked(
         )
     if status in ("incomplete", "stale"):
         log.info("%s: metrics.csv / summary.json are %s: measuring again", run, status)
-    table, state = evaluate_run(run, with_lpips, cmd.device, cmd.data, cmd.progress, fresh=cmd.overwrite)
+    with Executor(cmd.executor, cmd.workers, cmd.cluster, client) as executor:
+        table, state = evaluate_run(
+            run, with_lpips, cmd.device, cmd.data, cmd.progress, cmd.overwrite, executor
+        )
     n_done, n_chunks = len(state["done"]), state["chunks"]
     extra = {
         "complete": n_done == n_chunks,

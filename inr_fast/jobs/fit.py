@@ -3,17 +3,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from inr_fast import store
 from inr_fast.atomic import check_writable
 from inr_fast.data.jetfile import JetFile
-from inr_fast.data.normalise import fit_normaliser
+from inr_fast.data.moments import Moments
+from inr_fast.data.normalise import needs_moments, normaliser_from_moments, normaliser_moments, reduce_moments
 from inr_fast.errors import ConfigError, DataError
+from inr_fast.jobs.cluster import ClusterOptions, Executor
 from inr_fast.model.spec import param_count
 from inr_fast.progress import Progress, log
 from inr_fast.train.api import fit_chunk
@@ -46,6 +50,9 @@ class FitCommand:
     bright_weight: float | None = None
     param_dtype: str | None = None
     keep_diagnostics: bool = False  # also store reconstructions and every step's history
+    executor: str = "serial"  # serial, local, slurm, htcondor or a scheduler address
+    workers: int = 1
+    cluster: ClusterOptions = field(default_factory=ClusterOptions)
 
     def fit_config(self) -> FitConfig:
         cfg = get_preset(self.preset).with_overrides(
@@ -64,12 +71,42 @@ class FitCommand:
         return replace(cfg, empty_samples=None) if self.empty_samples == 0 else cfg
 
 
-def fit_run(cmd: FitCommand) -> str:
-    """Fit the selected jets of ``cmd.file`` into the run directory ``cmd.out``, chunk by chunk
-    (``batch_size`` jets each, written atomically), holding the run's lock. A run with the same recipe
-    is resumed (finished chunks are kept) and grown (selected jets it does not hold yet become new
-    chunks); its data is checked to be the jets it fitted (content digests). Returns a one-paragraph
-    summary."""
+def run_id(run: Path) -> str:
+    """A short name of a run directory for Dask task keys (the same run gets the same keys)."""
+    return hashlib.blake2b(str(run.resolve()).encode(), digest_size=4).hexdigest()
+
+
+def chunk_moments_task(data_path: str, channels_first: bool, indices, kind: str, scale: float) -> Moments:
+    """The normaliser moments of one chunk's jets (a worker task)."""
+    with JetFile(data_path, channels_first=channels_first) as jf:
+        return normaliser_moments(kind, jf.read(indices), scale)
+
+
+def fit_chunk_task(run: str, chunk: int, device: str, threads: int, progress: Progress | None = None) -> dict:
+    """Fit one chunk of a run and write it (a worker task, also what the serial executor runs): reads
+    the run's config and the chunk's jets, fits them with ``threads`` torch threads, writes the chunk
+    file atomically. Idempotent: a chunk already written (by an attempt whose report was lost) is kept.
+    Returns {"chunk", "n_jets", "seconds", "skipped"}."""
+    torch.set_num_threads(threads)
+    run = Path(run)
+    cfg = store.read_config(run)
+    idx = cfg.chunk_indices(chunk)
+    if store.chunk_done(run, chunk):
+        return {"chunk": chunk, "n_jets": len(idx), "seconds": 0.0, "skipped": True}
+    with store.open_data(run, cfg) as jf:
+        images = jf.read(idx)
+    result = fit_chunk(images, idx, cfg.fit, cfg.seed, resolve_device(device), cfg.normaliser, progress)
+    store.save_chunk(run, chunk, result, jet_digests(images), cfg.keep_diagnostics)
+    return {"chunk": chunk, "n_jets": len(idx), "seconds": result.seconds, "skipped": False}
+
+
+def fit_run(cmd: FitCommand, client=None) -> str:
+    """Fit the selected jets of ``cmd.file`` into the run directory ``cmd.out``, one task per unfinished
+    chunk (``batch_size`` jets each, written atomically) on ``cmd.executor`` (or the Dask ``client``
+    given), holding the run's lock. A run with the same recipe is resumed (finished chunks are kept) and
+    grown (selected jets it does not hold yet become new chunks); its data is checked to be the jets it
+    fitted (content digests). The run-wide normaliser is a tree reduction of per-chunk moments. Only
+    this driver writes config.json. Returns a one-paragraph summary."""
     if cmd.n is not None and cmd.n < 1:
         raise ConfigError(f"--n must be a positive integer, got {cmd.n}")
     device = resolve_device(cmd.device)
@@ -78,7 +115,21 @@ def fit_run(cmd: FitCommand) -> str:
     cfg = replace(cfg, backend=choice.backend)  # config.json: the one used
     run = Path(cmd.out)
     check_writable(run, "--out")
+    executor = Executor(cmd.executor, cmd.workers, cmd.cluster, client)
     t0 = time.perf_counter()
+    with store.RunLock(run, "inr-fast fit"):
+        run_cfg, todo = _plan(cmd, cfg, run, str(choice))
+        with executor:
+            if todo and run_cfg.normaliser is None and needs_moments(cfg.normalisation):
+                run_cfg = replace(run_cfg, normaliser=_run_normaliser(run, run_cfg, executor))
+                store.write_config(run, run_cfg)
+            _fit_chunks(run, run_cfg, todo, cmd, executor)
+    return summary_line(run, run_cfg, device, len(todo), time.perf_counter() - t0, executor)
+
+
+def _plan(cmd: FitCommand, cfg: FitConfig, run: Path, backend: str) -> tuple[store.RunConfig, list[int]]:
+    """Resolve the selection, check the backend runs, create / resume / grow the run directory (the
+    caller holds its lock) and check its data: (the run's config, the chunks to fit now)."""
     with JetFile(cmd.file, channels_first=cmd.channels_first) as jf:
         spec = f"0:{cmd.n}" if cmd.n is not None else cmd.indices
         if cmd.n is not None and cmd.n > jf.n_jets:
@@ -88,8 +139,8 @@ def fit_run(cmd: FitCommand) -> str:
             raise DataError(f"{cmd.file}: the jet selection {spec!r} is empty")
         if len(np.unique(indices)) != len(indices):
             raise DataError(f"{cmd.file}: the jet selection {spec!r} repeats jets; each jet is fitted once")
-        forward_fn = get_forward(cfg.model, cfg.backend)
-        check_forward(forward_fn, cfg.model, cfg.backend, device)
+        device = resolve_device(cmd.device)
+        check_forward(get_forward(cfg.model, cfg.backend), cfg.model, cfg.backend, device)
         planned = store.RunConfig(
             fit=cfg,
             seed=cmd.seed,
@@ -99,35 +150,64 @@ def fit_run(cmd: FitCommand) -> str:
             n_jets_in_file=jf.n_jets,
             keep_diagnostics=cmd.keep_diagnostics,
         )
-        with store.RunLock(run, "inr-fast fit"):
-            n_tmp = store.clean_stale_temporaries(run)
-            if n_tmp:
-                log.info("%s: removed %d temporary file(s) left by an interrupted run", run, n_tmp)
-            run_cfg, todo = store.prepare_run(run, planned, overwrite=cmd.overwrite)
-            run_cfg = replace(run_cfg, extra={**run_cfg.extra, "backend": str(choice)})
-            store.write_config(run, run_cfg)
-            store.verify_data(run, run_cfg, jf)
-            if run_cfg.normaliser is None:
-                normaliser = fit_normaliser(
-                    cfg.normalisation,
-                    jetfile=jf,
-                    indices=run_cfg.indices,
-                    intensity_scale=cfg.intensity_scale,
-                )
-                if normaliser is not None:
-                    run_cfg = replace(run_cfg, normaliser=normaliser)
-                    store.write_config(run, run_cfg)
-            n_done = len(run_cfg.indices) - sum(len(run_cfg.chunks[c]) for c in todo)
-            with Progress(len(run_cfg.indices), "fit", enabled=cmd.progress, initial=n_done) as bar:
-                for c in todo:
-                    idx = run_cfg.chunk_indices(c)
-                    images = jf.read(idx)
-                    result = fit_chunk(images, idx, cfg, cmd.seed, device, run_cfg.normaliser, bar)
-                    store.save_chunk(run, c, result, jet_digests(images), run_cfg.keep_diagnostics)
-    return summary_line(run, run_cfg, device, len(todo), time.perf_counter() - t0)
+        n_tmp = store.clean_stale_temporaries(run)
+        if n_tmp:
+            log.info("%s: removed %d temporary file(s) left by an interrupted run", run, n_tmp)
+        run_cfg, todo = store.prepare_run(run, planned, overwrite=cmd.overwrite)
+        run_cfg = replace(run_cfg, extra={**run_cfg.extra, "backend": backend})
+        store.write_config(run, run_cfg)
+        store.verify_data(run, run_cfg, jf)
+    return run_cfg, todo
 
 
-def summary_line(run: Path, cfg: store.RunConfig, device, n_fitted_now: int, seconds: float) -> str:
+def _run_normaliser(run: Path, cfg: store.RunConfig, executor: Executor):
+    """The run-wide normaliser: per-chunk moments (tasks), merged as a tree in chunk order."""
+    kind, scale = cfg.fit.normalisation, cfg.fit.intensity_scale
+    args = [
+        (cfg.data_path, cfg.channels_first, cfg.chunk_indices(c), kind, scale) for c in range(len(cfg.chunks))
+    ]
+    if executor.serial:
+        parts = [chunk_moments_task(*a) for a in args]
+    else:
+        rid = run_id(Path(cfg.data_path))
+        futures = [
+            executor.submit(chunk_moments_task, *a, key=f"inr-fast-moments-{rid}-{c}")
+            for c, a in enumerate(args)
+        ]
+        parts = executor.client.gather(futures)
+    return normaliser_from_moments(kind, reduce_moments(parts), scale, cfg.data_path)
+
+
+def _fit_chunks(
+    run: Path, cfg: store.RunConfig, todo: list[int], cmd: FitCommand, executor: Executor
+) -> None:
+    n_done = len(cfg.indices) - sum(len(cfg.chunks[c]) for c in todo)
+    with Progress(len(cfg.indices), "fit", enabled=cmd.progress, initial=n_done) as bar:
+        if executor.serial:
+            for c in todo:
+                fit_chunk_task(str(run), c, cmd.device, torch.get_num_threads(), bar)
+            return
+        bar.set_status(executor.describe())
+        rid = run_id(run)
+        futures = [
+            executor.submit(
+                fit_chunk_task, str(run), c, cmd.device, executor.threads, key=f"inr-fast-fit-{rid}-{c}"
+            )
+            for c in todo
+        ]
+        for future in executor.as_completed(futures):
+            facts = future.result()
+            bar.update(facts["n_jets"])
+
+
+def summary_line(
+    run: Path,
+    cfg: store.RunConfig,
+    device,
+    n_fitted_now: int,
+    seconds: float,
+    executor: Executor | None = None,
+) -> str:
     """One paragraph on a run: jets, status counts, medians over the fitted jets, storage."""
     facts = store.fit_facts(run)
     n = len(facts["indices"])
@@ -135,7 +215,8 @@ def summary_line(run: Path, cfg: store.RunConfig, device, n_fitted_now: int, sec
     med = lambda a: float(np.median(a[fitted])) if fitted.any() else float("nan")  # noqa: E731
     text = (
         f"{run}: {n} jets with preset {cfg.fit.name!r} on {device.type}, backend {cfg.extra.get('backend')} "
-        f"({n_fitted_now} of {len(cfg.chunks)} chunks fitted now, {seconds:.1f} s); "
+        f"({n_fitted_now} of {len(cfg.chunks)} chunks fitted now"
+        f"{'' if executor is None or executor.serial else ' on ' + executor.describe()}, {seconds:.1f} s); "
         f"median psnr {med(facts['psnr']):.2f} dB, median rel_l2 {med(facts['rel_l2']):.4f}, "
         f"median steps {int(med(facts['n_steps'])) if fitted.any() else 0}, "
         f"{int(facts['reached_target'].sum())} reached the target, "
