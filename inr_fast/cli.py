@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "show": "draw a jet (or the mean of a selection) per channel, log colour",
     "fit": "fit INRs to jets of an HDF5 file into a run directory",
     "render": "evaluate a fitted jet at any resolution (HDF5 or PNG)",
+    "export": "write every reconstruction of a run into one HDF5 file in the input layout",
     "evaluate": "compute metrics of a run: metrics.csv and summary.json",
     "report": "write a self-contained report.html with figures",
     "bench": "run the benchmark suite and write a table",

@@ -184,13 +184,23 @@ class JetFile:
     only metadata (shapes, dtypes); images are read on demand. ``channels_first=True`` accepts
     (N, 3, 125, 125) files; every read returns channels-last (k, 125, 125, 3) float32 regardless.
     ``check_values=True`` refuses NaN/Inf in what is read (and in ``m0``/``pt`` values asked for).
-    Picklable (the copy reopens the file), so it can be handed to DataLoader workers.
+    ``locking``: HDF5 file locking (None: the library's default, or the ``HDF5_USE_FILE_LOCKING``
+    environment variable; False for NFS/Lustre file systems where locks fail). ``jf[i]`` is one jet
+    (125, 125, 3), ``jf[a:b]`` or ``jf[[i, j]]`` several. Picklable (the copy reopens the file), so it
+    can be handed to DataLoader or Dask workers; :class:`JetDataset` is the torch Dataset over a file.
     """
 
-    def __init__(self, path: str | os.PathLike, channels_first: bool = False, check_values: bool = True):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        channels_first: bool = False,
+        check_values: bool = True,
+        locking: bool | None = None,
+    ):
         self.path = Path(path)
         self.channels_first = bool(channels_first)
         self.check_values = bool(check_values)
+        self.locking = locking
         self._file: h5py.File | None = None
         self._meta_cache: dict[str, np.ndarray] = {}
         self._open()
@@ -213,7 +223,7 @@ class JetFile:
                 f"{path}: not an HDF5 file (expected an HDF5 jet file with datasets X_jets, y, m0, pt)"
             )
         try:
-            self._file = h5py.File(path, "r")
+            self._file = h5py.File(path, "r", locking=self.locking)
         except OSError as err:
             raise DataError(f"{path}: cannot open as HDF5 ({err})") from None
         try:
@@ -277,7 +287,11 @@ class JetFile:
         if 2 * nbytes > _DEFAULT_CHUNK_CACHE:
             self._file.close()
             self._file = h5py.File(
-                self.path, "r", rdcc_nbytes=min(2 * nbytes, _MAX_CHUNK_CACHE), rdcc_nslots=521
+                self.path,
+                "r",
+                rdcc_nbytes=min(2 * nbytes, _MAX_CHUNK_CACHE),
+                rdcc_nslots=521,
+                locking=self.locking,
             )
             self._images = self._file[KEY_IMAGES]
 
@@ -308,6 +322,12 @@ class JetFile:
     def __len__(self) -> int:
         return self.n_jets
 
+    def __getitem__(self, key) -> np.ndarray:
+        """``jf[i]``: one jet (125, 125, 3); ``jf[a:b]``, ``jf[[i, j]]``: (k, 125, 125, 3) float32."""
+        if isinstance(key, int | np.integer):
+            return self.read_one(int(key))
+        return self.read(key)
+
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return (
@@ -320,10 +340,11 @@ class JetFile:
             "path": str(self.path),
             "channels_first": self.channels_first,
             "check_values": self.check_values,
+            "locking": self.locking,
         }
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["path"], state["channels_first"], state["check_values"])
+        self.__init__(state["path"], state["channels_first"], state["check_values"], state.get("locking"))
 
     def _require_open(self) -> None:
         if self._file is None:
@@ -501,6 +522,42 @@ class JetFile:
             channel_negative_sum=t(neg_sum),
             n_jets_with_negative=jets_neg,
         )
+
+
+class JetDataset(torch.utils.data.Dataset):
+    """A torch Dataset over the jets of a file: item i is (image (125, 125, 3) float32 tensor in GeV,
+    label int) of the i-th selected jet, or ``transform(image, label)`` when given. The file is opened
+    lazily in each process, so the dataset works with ``DataLoader(num_workers=...)``.
+
+        loader = DataLoader(JetDataset("jets.h5", indices="0:1000"), batch_size=64, num_workers=2)
+    """
+
+    def __init__(
+        self, path, indices: IndexSpec = None, channels_first: bool = False, transform=None, locking=None
+    ):
+        self.path, self.channels_first, self.transform, self.locking = (
+            str(path),
+            channels_first,
+            transform,
+            locking,
+        )
+        with JetFile(path, channels_first, locking=locking) as jf:
+            self.indices = jf.resolve(indices)
+        self._file: JetFile | None = None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        if self._file is None:
+            self._file = JetFile(self.path, self.channels_first, locking=self.locking)
+        index = int(self.indices[i])
+        image = torch.from_numpy(self._file.read_one(index))
+        label = int(self._file.labels(index)[0])
+        return (image, label) if self.transform is None else self.transform(image, label)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_file": None}
 
 
 #: a pixel above this (GeV) is not a jet-image energy (the LHC's beams carry 6,800 GeV per proton)

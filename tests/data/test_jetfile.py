@@ -314,3 +314,23 @@ def test_summary_counts_on_a_hand_made_file(tmp_path):
     assert (s1.n_jets, s1.n_quark, s1.n_gluon, s1.channel_n_negative) == (1, 0, 1, (0, 1, 0))
     assert json.loads(json.dumps(s.to_dict()))["channel_n_negative"] == [1, 1, 1]
     assert "ECAL" in s.format() and str(path) in s.format()
+
+
+def test_indexing_dataset_and_locking(jets):
+    import torch
+
+    from inr_fast.data.jetfile import JetDataset
+
+    path, images = jets
+    with JetFile(path, locking=False) as jf:
+        np.testing.assert_array_equal(jf[3], images[3])
+        np.testing.assert_array_equal(jf[2:5], images[2:5])
+        np.testing.assert_array_equal(jf[[7, 1]], images[[7, 1]])
+    ds = JetDataset(path, indices="2:6")
+    assert len(ds) == 4
+    image, label = ds[1]
+    assert isinstance(image, torch.Tensor) and label == 1  # labels alternate 0, 1, ...
+    np.testing.assert_array_equal(image.numpy(), images[3])
+    loader = torch.utils.data.DataLoader(ds, batch_size=2)
+    batch, labels = next(iter(loader))
+    assert batch.shape == (2, 125, 125, 3) and labels.tolist() == [0, 1]
