@@ -11,7 +11,16 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "inr_fast"
 LAYERS = [
-    {"inr_fast", "inr_fast.errors", "inr_fast.layout", "inr_fast.util", "inr_fast.atomic", "inr_fast._ext"},
+    {
+        "inr_fast",
+        "inr_fast.errors",
+        "inr_fast.layout",
+        "inr_fast.util",
+        "inr_fast.atomic",
+        "inr_fast._ext",
+        "inr_fast.progress",
+        "inr_fast._build_info",
+    },
     {"inr_fast.data"},
     {"inr_fast.model", "inr_fast.ops", "inr_fast.gpu_smoke"},
     {"inr_fast.metrics"},
