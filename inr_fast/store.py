@@ -57,6 +57,7 @@ from inr_fast.layout import IMAGE_SIZE, N_CHANNELS
 from inr_fast.model.reference import PEMLP, BatchedINR
 from inr_fast.model.render import render_jet
 from inr_fast.model.spec import ModelSpec, param_count, stored_bytes_per_jet
+from inr_fast.model.support import Decoding, pack_supports, unpack_supports
 from inr_fast.train.config import FitConfig
 from inr_fast.train.result import FitResult
 from inr_fast.util import format_indices, jet_digests, refuse_unknown, tensors_sha256
@@ -99,7 +100,8 @@ class RunConfig:
     appended when a run grows); data_path: the HDF5 file the jets were last read from (informational:
     the jets are identified by their digests); normaliser: the run-wide normaliser (None for per-jet
     normalisations), fitted when the run was created and kept when it grows; keep_diagnostics: store
-    reconstructions and full histories too.
+    reconstructions and full histories too; decoding: how jets are decoded through their supports
+    (``fit.support``; from the data when the run was created), else None.
     """
 
     fit: FitConfig
@@ -110,6 +112,7 @@ class RunConfig:
     n_jets_in_file: int
     normaliser: object = None
     keep_diagnostics: bool = False
+    decoding: Decoding | None = None
     format: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)
 
@@ -146,6 +149,7 @@ class RunConfig:
             data_path=self.data_path,
             n_jets_in_file=self.n_jets_in_file,
             normaliser=None if self.normaliser is None else self.normaliser.to_dict(),
+            decoding=None if self.decoding is None else self.decoding.to_dict(),
         )
         spec = self.fit.model
         d["extra"] = {
@@ -168,6 +172,7 @@ class RunConfig:
         d["fit"] = FitConfig.from_dict(d["fit"])
         d["chunks"] = tuple(tuple(int(i) for i in c) for c in d["chunks"])
         d["normaliser"] = None if d.get("normaliser") is None else normaliser_from_dict(d["normaliser"])
+        d["decoding"] = None if d.get("decoding") is None else Decoding.from_dict(d["decoding"])
         return cls(**d)
 
 
@@ -408,6 +413,9 @@ def chunk_tensors(result: FitResult, digests: np.ndarray, keep_diagnostics: bool
         t[name] = torch.from_numpy(np.asarray(getattr(result, name), dtype=np.uint8))
     if result.norm_scales is not None:
         t["norm_scales"] = torch.from_numpy(np.asarray(result.norm_scales, dtype=np.float64))
+    if result.support is not None:
+        blob, offsets = pack_supports(result.support, result.decoding is not None and result.decoding.towers)
+        t["support_blob"], t["support_offsets"] = torch.from_numpy(blob), torch.from_numpy(offsets)
     hists = [
         np.asarray(getattr(result, n), np.float32) for n in ("loss_history", "psnr_history", "rel_l2_history")
     ]
@@ -537,7 +545,16 @@ def load_chunk(run: str | os.PathLike, chunk: int, cfg: RunConfig | None = None)
         normaliser=cfg.normaliser,
         seed=cfg.seed,
         seconds=seconds,
+        support=_supports(t, cfg),
+        decoding=cfg.decoding,
     )
+
+
+def _supports(t: dict, cfg: RunConfig) -> np.ndarray | None:
+    if "support_blob" not in t:
+        return None
+    towers = cfg.decoding is not None and cfg.decoding.towers
+    return unpack_supports(t["support_blob"].numpy(), t["support_offsets"].numpy(), towers)
 
 
 def load_results(run: str | os.PathLike, allow_partial: bool = True) -> FitResult:
@@ -651,6 +668,8 @@ class FittedJet:
     failed: bool
     empty: bool = False
     digest: np.ndarray | None = None
+    support: np.ndarray | None = None
+    decoding: Decoding | None = None
 
     def render(self, resolution: int = IMAGE_SIZE, device="cpu", conserve: bool = True) -> np.ndarray:
         if self.failed:
@@ -659,7 +678,10 @@ class FittedJet:
             )
         if self.empty:
             return np.zeros((resolution, resolution, N_CHANNELS), dtype=np.float32)
-        return render_jet(self.spec, self.weights, self.biases, self.normaliser, resolution, device, conserve)
+        return render_jet(
+            self.spec, self.weights, self.biases, self.normaliser, resolution, device, conserve,
+            support=self.support, decoding=self.decoding,
+        )  # fmt: skip
 
     def module(self) -> torch.nn.Module:
         """The jet as a single-network nn.Module (pe_relu: :class:`inr_fast.model.reference.PEMLP`), which
@@ -684,4 +706,6 @@ def load_jet(run: str | os.PathLike, index: int) -> FittedJet:
         bool(res.failed[pos]),
         bool(res.empty[pos]),
         chunk_digests(run, chunk)[pos],
+        None if res.support is None else res.support[pos],
+        res.decoding,
     )

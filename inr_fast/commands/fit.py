@@ -112,6 +112,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help=f"stored parameter precision (default: {preset_values('param_dtype')})",
     )
+    parser.add_argument(
+        "--support",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="decode each jet through its stored support: exactly zero where the original is, at least "
+        "the zero-suppression level where it is not, HCAL on its towers; trains on the support's pixels "
+        f"(default: the preset's: {preset_values('support')})",
+    )
     parser.add_argument("--channels-first", action="store_true", help="the file stores (N, 3, 125, 125)")
     parser.add_argument(
         "--keep-diagnostics",
@@ -148,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
         empty_samples=args.empty_samples,
         bright_weight=args.bright_weight,
         param_dtype=args.param_dtype,
+        support=args.support,
         channels_first=args.channels_first,
         keep_diagnostics=args.keep_diagnostics,
         overwrite=args.overwrite,

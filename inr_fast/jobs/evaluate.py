@@ -43,6 +43,7 @@ from inr_fast.layout import IMAGE_SIZE, N_CHANNELS, label_name
 from inr_fast.metrics.levels import compute_all
 from inr_fast.metrics.lpips import available as lpips_available
 from inr_fast.model.render import evaluate_params
+from inr_fast.model.support import Decoding, decode
 from inr_fast.progress import Progress, log
 from inr_fast.train.backend import resolve_device
 from inr_fast.util import jet_digests
@@ -107,6 +108,10 @@ def render_batch(result, positions: np.ndarray, device: torch.device | str = "cp
         norm = result.normaliser
     if norm is not None:
         values = norm.inverse(values)
+    if result.support is not None:
+        decoding = result.decoding or Decoding()
+        mask = torch.from_numpy(np.asarray(result.support)[ok].reshape(len(ok), -1, N_CHANNELS)).to(dev)
+        values = decode(values, mask, decoding.tensor_zs(dev), decoding.towers)
     images = values.to("cpu", torch.float32).numpy().reshape(len(ok), IMAGE_SIZE, IMAGE_SIZE, N_CHANNELS)
     out[np.isin(positions, ok)] = images
     return out

@@ -19,6 +19,7 @@ from inr_fast.data.normalise import needs_moments, normaliser_from_moments, norm
 from inr_fast.errors import ConfigError, DataError
 from inr_fast.jobs.cluster import ClusterOptions, Executor
 from inr_fast.model.spec import param_count
+from inr_fast.model.support import DataStats, Decoding
 from inr_fast.progress import Progress, log
 from inr_fast.train.api import fit_chunk
 from inr_fast.train.backend import backend_choice, check_forward, get_forward, resolve_device
@@ -49,6 +50,7 @@ class FitCommand:
     empty_samples: int | None = None  # 0: every pixel every step
     bright_weight: float | None = None
     param_dtype: str | None = None
+    support: bool | None = None  # None: the preset's
     keep_diagnostics: bool = False  # also store reconstructions and every step's history
     executor: str = "serial"  # serial, local, slurm, htcondor or a scheduler address
     workers: int = 1
@@ -65,6 +67,7 @@ class FitCommand:
             empty_samples=self.empty_samples or None,
             bright_weight=self.bright_weight,
             param_dtype=self.param_dtype,
+            support=self.support,
         )
         if self.target_level == "none":  # run every step: no level stops a jet
             cfg = replace(cfg, target_level=None)
@@ -76,10 +79,15 @@ def run_id(run: Path) -> str:
     return hashlib.blake2b(str(run.resolve()).encode(), digest_size=4).hexdigest()
 
 
-def chunk_moments_task(data_path: str, channels_first: bool, indices, kind: str, scale: float) -> Moments:
-    """The normaliser moments of one chunk's jets (a worker task)."""
+def chunk_stats_task(
+    data_path: str, channels_first: bool, indices, kind: str, scale: float
+) -> tuple[Moments | None, DataStats]:
+    """What one chunk's jets contribute to the run-wide state (a worker task): the normaliser's moments
+    (None when the normalisation needs none) and the data statistics decoding needs."""
     with JetFile(data_path, channels_first=channels_first) as jf:
-        return normaliser_moments(kind, jf.read(indices), scale)
+        images = jf.read(indices)
+    moments = normaliser_moments(kind, images, scale) if needs_moments(kind) else None
+    return moments, DataStats.of(images)
 
 
 def fit_chunk_task(run: str, chunk: int, device: str, threads: int, progress: Progress | None = None) -> dict:
@@ -95,7 +103,16 @@ def fit_chunk_task(run: str, chunk: int, device: str, threads: int, progress: Pr
         return {"chunk": chunk, "n_jets": len(idx), "seconds": 0.0, "skipped": True}
     with store.open_data(run, cfg) as jf:
         images = jf.read(idx)
-    result = fit_chunk(images, idx, cfg.fit, cfg.seed, resolve_device(device), cfg.normaliser, progress)
+    result = fit_chunk(
+        images,
+        idx,
+        cfg.fit,
+        cfg.seed,
+        resolve_device(device),
+        cfg.normaliser,
+        progress,
+        decoding=cfg.decoding,
+    )
     store.save_chunk(run, chunk, result, jet_digests(images), cfg.keep_diagnostics)
     return {"chunk": chunk, "n_jets": len(idx), "seconds": result.seconds, "skipped": False}
 
@@ -120,8 +137,12 @@ def fit_run(cmd: FitCommand, client=None) -> str:
     with store.RunLock(run, "inr-fast fit"):
         run_cfg, todo = _plan(cmd, cfg, run, str(choice))
         with executor:
-            if todo and run_cfg.normaliser is None and needs_moments(cfg.normalisation):
-                run_cfg = replace(run_cfg, normaliser=_run_normaliser(run, run_cfg, executor))
+            moments = todo and run_cfg.normaliser is None and needs_moments(cfg.normalisation)
+            if moments or (todo and cfg.support and run_cfg.decoding is None):
+                normaliser, decoding = _run_state(run, run_cfg, executor)
+                run_cfg = replace(run_cfg, normaliser=run_cfg.normaliser or normaliser)
+                if cfg.support and run_cfg.decoding is None:
+                    run_cfg = replace(run_cfg, decoding=decoding)
                 store.write_config(run, run_cfg)
             _fit_chunks(run, run_cfg, todo, cmd, executor)
     return summary_line(run, run_cfg, device, len(todo), time.perf_counter() - t0, executor)
@@ -160,22 +181,30 @@ def _plan(cmd: FitCommand, cfg: FitConfig, run: Path, backend: str) -> tuple[sto
     return run_cfg, todo
 
 
-def _run_normaliser(run: Path, cfg: store.RunConfig, executor: Executor):
-    """The run-wide normaliser: per-chunk moments (tasks), merged as a tree in chunk order."""
+def _run_state(run: Path, cfg: store.RunConfig, executor: Executor):
+    """The run-wide normaliser (per-chunk moments merged as a tree in chunk order; None for per-jet
+    normalisations) and decoding (from the data statistics of every chunk), one task per chunk."""
     kind, scale = cfg.fit.normalisation, cfg.fit.intensity_scale
     args = [
         (cfg.data_path, cfg.channels_first, cfg.chunk_indices(c), kind, scale) for c in range(len(cfg.chunks))
     ]
     if executor.serial:
-        parts = [chunk_moments_task(*a) for a in args]
+        parts = [chunk_stats_task(*a) for a in args]
     else:
-        rid = run_id(Path(cfg.data_path))
+        rid = run_id(run)
         futures = [
-            executor.submit(chunk_moments_task, *a, key=f"inr-fast-moments-{rid}-{c}")
-            for c, a in enumerate(args)
+            executor.submit(chunk_stats_task, *a, key=f"inr-fast-stats-{rid}-{c}") for c, a in enumerate(args)
         ]
         parts = executor.client.gather(futures)
-    return normaliser_from_moments(kind, reduce_moments(parts), scale, cfg.data_path)
+    normaliser = None
+    if needs_moments(kind):
+        normaliser = normaliser_from_moments(
+            kind, reduce_moments([m for m, _ in parts]), scale, cfg.data_path
+        )
+    stats = parts[0][1]
+    for _, more in parts[1:]:
+        stats = stats + more
+    return normaliser, Decoding.from_stats(stats)
 
 
 def _fit_chunks(

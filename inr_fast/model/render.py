@@ -12,6 +12,7 @@ from inr_fast.errors import ConfigError
 from inr_fast.layout import IMAGE_SIZE, N_CHANNELS
 from inr_fast.model.reference import spec_forward
 from inr_fast.model.spec import ModelSpec
+from inr_fast.model.support import Decoding, decode, upsample
 
 EVAL_CHUNK = 65536  # coordinates per forward pass when rendering
 #: largest render side: 10x the native resolution (1250^2 pixels; memory stays below ~100 MB)
@@ -51,6 +52,8 @@ def render_jet(
     resolution: int = IMAGE_SIZE,
     device="cpu",
     conserve: bool = True,
+    support: np.ndarray | None = None,
+    decoding: Decoding | None = None,
 ) -> np.ndarray:
     """One jet (B = 1 stacks) on a P x P grid over the native window [-1, 1]^2: (P, P, 3) float32 GeV.
 
@@ -60,6 +63,10 @@ def render_jet(
     then rescaled by (native sum / fine sum), making the per-channel sums equal to those of the native
     125 render (to float32 rounding). At P = 125 the native render itself is returned, identical to the
     reconstruction stored by the trainer.
+
+    ``support`` (125, 125, 3) bool and ``decoding``: the jet is decoded through its support
+    (:func:`inr_fast.model.support.decode`); at other resolutions the support is upsampled, HCAL
+    keeps the native towers' values, and the sums conserved are those of the decoded native render.
     """
 
     if isinstance(resolution, bool) or not isinstance(resolution, int | np.integer) or resolution < 1:
@@ -77,9 +84,20 @@ def render_jet(
         return values[0].to("cpu", torch.float32).numpy().reshape(p, p, N_CHANNELS)
 
     native = render_at(IMAGE_SIZE)
+    if support is not None:
+        decoding = decoding or Decoding()
+        values = torch.from_numpy(native.reshape(1, -1, N_CHANNELS))
+        mask = torch.from_numpy(np.asarray(support, dtype=bool).reshape(1, -1, N_CHANNELS))
+        native = decode(values, mask, decoding.tensor_zs(), decoding.towers)[0].numpy().reshape(native.shape)
     if resolution == IMAGE_SIZE:
         return native
     fine = render_at(int(resolution)) * np.float32((IMAGE_SIZE / resolution) ** 2)
+    if support is not None:
+        if decoding.towers:  # HCAL has no detail below a tower: the native towers, upsampled
+            fine[..., 1] = upsample(native[..., 1:2], resolution)[..., 0] * np.float32(
+                (IMAGE_SIZE / resolution) ** 2
+            )
+        fine = np.where(upsample(np.asarray(support, dtype=bool), resolution), fine, np.float32(0))
     if conserve:
         fine = conserve_sums(fine, native.reshape(-1, N_CHANNELS).sum(axis=0, dtype=np.float64))
     return fine

@@ -19,6 +19,7 @@ from inr_fast.errors import ConfigError, DataError
 from inr_fast.layout import IMAGE_SIZE, N_CHANNELS
 from inr_fast.model.render import render_jet
 from inr_fast.model.spec import spec_layer_shapes
+from inr_fast.model.support import DataStats, Decoding, support_of
 from inr_fast.progress import Progress, log
 from inr_fast.train.backend import (
     check_forward,
@@ -53,6 +54,7 @@ def fit_chunk(
     global_norm=None,
     progress: Progress | None = None,
     monitor: Monitor | None = None,
+    decoding: Decoding | None = None,
 ) -> FitResult:
     """Fit one batch of jets (k <= any size, trained together) and render their reconstructions.
 
@@ -61,6 +63,8 @@ def fit_chunk(
     rendered as zeros). Jets that go non-finite are retried together in float32; failures are stored as
     zeros. ``progress``: its status shows the step of the jets still training, and it advances by k
     when the chunk is done. ``monitor(step, ids, recon)``: see :func:`fit` (called with jet ids).
+    ``decoding``: with ``cfg.support``, how the jets are decoded through their supports (the run's;
+    default: from these jets, :meth:`inr_fast.model.support.Decoding.from_stats`).
     """
     t0 = time.perf_counter()
     images = np.asarray(images, dtype=np.float32)
@@ -89,9 +93,22 @@ def fit_chunk(
     psnr = np.full(k, np.nan)
     rel = np.full(k, np.nan)
     scales = None
+    support = support_of(images) if cfg.support else None
+    if cfg.support and decoding is None:
+        decoding = Decoding.from_stats(DataStats.of(images))
     if live.size:
+        live_support = None if support is None else support[live]
         out, norm, retried[live], failed[live] = _train_live(
-            images[live], indices[live], cfg, seed, device, global_norm, progress, monitor
+            images[live],
+            indices[live],
+            cfg,
+            seed,
+            device,
+            global_norm,
+            progress,
+            monitor,
+            live_support,
+            decoding,
         )
         for i in range(n_layers):
             weights[i][live] = out.weights[i]
@@ -107,7 +124,10 @@ def fit_chunk(
                 continue
             w = [t[j : j + 1] for t in out.weights]
             b = [t[j : j + 1] for t in out.biases]
-            recon[pos] = render_jet(cfg.model, w, b, subset_normaliser(norm, [j]), IMAGE_SIZE, device)
+            recon[pos] = render_jet(
+                cfg.model, w, b, subset_normaliser(norm, [j]), IMAGE_SIZE, device,
+                support=None if support is None else support[pos], decoding=decoding,
+            )  # fmt: skip
             p, r = psnr_rel_l2(torch.from_numpy(recon[pos]).reshape(1, -1, 3), flat[j : j + 1])
             psnr[pos], rel[pos] = float(p[0]), float(r[0])
         live_scales = jet_scales(norm)
@@ -138,10 +158,14 @@ def fit_chunk(
         normaliser=global_norm,
         seed=seed,
         seconds=time.perf_counter() - t0,
+        support=support,
+        decoding=decoding,
     )
 
 
-def _train_live(images, indices, cfg, seed, device, global_norm, progress, monitor):
+def _train_live(
+    images, indices, cfg, seed, device, global_norm, progress, monitor, support=None, decoding=None
+):
     """Train the non-empty jets of a chunk (retrying non-finite ones in float32): (BatchOutcome with
     failed jets' parameters zeroed, their normaliser, retried (k,), failed (k,))."""
     k = len(indices)
@@ -156,9 +180,11 @@ def _train_live(images, indices, cfg, seed, device, global_norm, progress, monit
         label = f"jets {format_indices(indices, 3)}"
         on_step = lambda step, active: progress.set_status(f"{label}: step {step}, {active} training")  # noqa: E731
     loss_grad = get_loss_grad(cfg.model, cfg.backend, device, amp_dtype)
+    sup = None if support is None else torch.from_numpy(support.reshape(k, -1, N_CHANNELS)).to(device)
     out = train_batch(
-        flat, norm, seeds, cfg, coords, forward_fn, amp_dtype, on_step, loss_grad, _by_id(monitor, indices)
-    )
+        flat, norm, seeds, cfg, coords, forward_fn, amp_dtype, on_step, loss_grad, _by_id(monitor, indices),
+        sup, decoding,
+    )  # fmt: skip
     retried = np.zeros(k, dtype=bool)
     failed = np.zeros(k, dtype=bool)
     redo = np.flatnonzero(out.nonfinite)
@@ -167,7 +193,7 @@ def _train_live(images, indices, cfg, seed, device, global_norm, progress, monit
         loss_grad = get_loss_grad(cfg.model, cfg.backend, device, None)
         again = train_batch(
             flat[redo], sub, [seeds[i] for i in redo], cfg, coords, forward_fn, None, on_step, loss_grad,
-            _by_id(monitor, indices[redo]),
+            _by_id(monitor, indices[redo]), None if sup is None else sup[redo], decoding,
         )  # fmt: skip
         for j, pos in enumerate(redo):
             for mine, theirs in zip(out.weights + out.biases, again.weights + again.biases, strict=True):
@@ -233,9 +259,10 @@ def fit(
     check_forward(get_forward(cfg.model, cfg.backend), cfg.model, cfg.backend, dev)
     if normaliser is None:
         normaliser = fit_normaliser(cfg.normalisation, images=images, intensity_scale=cfg.intensity_scale)
+    decoding = Decoding.from_stats(DataStats.of(images)) if cfg.support else None
     parts = []
     with Progress(len(images), "fit", enabled=progress) as bar:
         for start in range(0, len(images), cfg.batch_size):
             sl = slice(start, start + cfg.batch_size)
-            parts.append(fit_chunk(images[sl], ids[sl], cfg, seed, dev, normaliser, bar, monitor))
+            parts.append(fit_chunk(images[sl], ids[sl], cfg, seed, dev, normaliser, bar, monitor, decoding))
     return FitResult.concat(parts)

@@ -60,11 +60,12 @@ def match_channel_sums(
     values (B, N, C): network outputs (normalised space); inverse: the elementwise, per-channel,
     increasing inverse normalisation of B jets ((B, N, C) -> (B, N, C), e.g. a normaliser's
     ``inverse``); totals (B, C): the original per-channel sums (GeV). Newton's method in float64 on
-    each (jet, channel) independently, starting from 0, with derivatives from autograd (the Jacobian
-    is diagonal because ``inverse`` is elementwise), each step clamped to ``max_step`` in magnitude
-    (an exponential-like inverse far from the root would otherwise overshoot); stops after ``iters``
-    steps or when every residual is within ``rtol`` x (|total| + 1). Entries whose iteration goes
-    non-finite are 0.
+    each (jet, channel) independently, starting from 0, with derivatives from autograd (``inverse``
+    may mix pixels of one channel, e.g. tower means, but never jets or channels), each step clamped to
+    ``max_step`` in magnitude (an exponential-like inverse far from the root would otherwise
+    overshoot); where the slope is 0 (a decoding floor holds every pixel) the step is ``max_step``
+    towards the target; stops after ``iters`` steps or when every residual is within ``rtol`` x
+    (|total| + 1). Entries whose iteration goes non-finite are 0.
     Returns delta (B, C) float64 on the device of ``values``.
     """
     if values.ndim != 3 or totals.shape != (values.shape[0], values.shape[2]):
@@ -82,6 +83,9 @@ def match_channel_sums(
         resid = sums.detach() - target
         if bool((resid.abs() <= rtol * (target.abs() + 1.0)).all()):
             break
-        step = torch.where(slope > 0, resid / slope, torch.zeros_like(resid)).clamp(-max_step, max_step)
+        # where the total does not move with the shift (every pixel below a decoding floor), step
+        # towards the target by max_step until some pixels move again
+        flat = torch.sign(resid) * max_step
+        step = torch.where(slope > 0, resid / slope, flat).clamp(-max_step, max_step)
         delta = delta - step
     return torch.where(torch.isfinite(delta), delta, torch.zeros_like(delta))

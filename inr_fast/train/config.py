@@ -60,6 +60,11 @@ class FitConfig:
         bias rounded to float16 after training except the 3 output biases, which stay float32 and are
         re-solved by the sum correction on the rounded network; reconstructions, metrics and the
         early-stopping levels of the stored result are those of the rounded network).
+    support: decode every jet through its stored support (:mod:`inr_fast.model.support`): exactly zero
+        where the original is zero, at least the data's zero-suppression level where it is not (when
+        the data has no negative pixels), HCAL uniform over its 5 x 5 towers (when the data's HCAL
+        is); training then sees only the support's pixels (``empty_samples`` does not apply). The
+        support costs ~150-250 bytes per jet.
     """
 
     name: str = "custom"
@@ -84,6 +89,7 @@ class FitConfig:
     empty_samples: int | None = None
     param_dtype: str = "float32"
     bright_weight: float = 0.0
+    support: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, ModelSpec):

@@ -28,11 +28,12 @@ from inr_fast.layout import IMAGE_SIZE, N_CHANNELS
 from inr_fast.metrics.levels import levels_met
 from inr_fast.model.reference import init_spec_params
 from inr_fast.model.spec import ModelSpec
+from inr_fast.model.support import Decoding, decode, decode_sparse
 from inr_fast.train.backend import ForwardFn, LossGradFn
 from inr_fast.train.checks import match_channel_sums, psnr_rel_l2, targets_met
 from inr_fast.train.config import FitConfig
 from inr_fast.train.optim import BatchedAdamW, LossScaler, cosine_lr
-from inr_fast.train.sampling import PixelSampler, pixel_emphasis, weighted_mse
+from inr_fast.train.sampling import PixelSampler, SupportSampler, pixel_emphasis, weighted_mse
 
 # monitor(step, batch positions (k,), reconstructions (k, N, 3)) -> (k,) bool "stop" or None
 Monitor = Callable[[int, np.ndarray, torch.Tensor], "np.ndarray | None"]
@@ -77,7 +78,15 @@ class ActiveBatch:
     (k, N) or None, and their normaliser. :meth:`keep` trims every piece at once when jets leave.
     """
 
-    def __init__(self, images: torch.Tensor, norm, seeds: Sequence[int], cfg: FitConfig, loss_scaling: bool):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        norm,
+        seeds: Sequence[int],
+        cfg: FitConfig,
+        loss_scaling: bool,
+        support: torch.Tensor | None = None,
+    ):
         device = images.device
         weights, biases = init_jets(cfg.model, seeds, device)
         self.n_weights = len(weights)
@@ -91,6 +100,7 @@ class ActiveBatch:
         self.emphasis = None if cfg.bright_weight == 0 else pixel_emphasis(images, cfg.bright_weight)
         self.batch_norm = norm
         self.norm = norm
+        self.support = support  # (k, N, 3) bool: decode through it (FitConfig.support), or None
 
     def __len__(self) -> int:
         return len(self.jets)
@@ -108,6 +118,7 @@ class ActiveBatch:
         self.index = self.index[k]
         self.images, self.target = self.images[k], self.target[k]
         self.emphasis = None if self.emphasis is None else self.emphasis[k]
+        self.support = None if self.support is None else self.support[k]
         self.jets = [self.jets[i] for i in keep]
         self.norm = subset_normaliser(self.batch_norm, self.jets)
 
@@ -171,6 +182,8 @@ def train_batch(
     on_step: Callable[[int, int], None] | None = None,
     loss_grad_fn: LossGradFn | None = None,
     monitor: Monitor | None = None,
+    support: torch.Tensor | None = None,
+    decoding: Decoding | None = None,
 ) -> BatchOutcome:
     """Train B networks together, each on its own jet, from their per-jet initialisations.
 
@@ -190,13 +203,34 @@ def train_batch(
     ``monitor(step, positions, recon)``: called on check steps with the batch positions (k,) of the
     active jets and their reconstructions (k, N, 3) on the original scale; it may return a (k,) bool
     array of jets that should stop now (counted as having reached their target).
+    ``support`` (B, N, 3) bool and ``decoding`` (with ``cfg.support``): every reconstruction is decoded
+    through the jets' supports (:func:`inr_fast.model.support.decode`), the sum correction solves the
+    totals of the decoded images, and each step trains on the support's pixels only.
     """
-    batch = ActiveBatch(images, norm, seeds, cfg, loss_scaling=amp_dtype == torch.float16)
+    if cfg.support and (support is None or decoding is None):
+        raise ValueError("FitConfig.support needs the jets' support masks and a Decoding")
+    batch = ActiveBatch(
+        images, norm, seeds, cfg, amp_dtype == torch.float16, support if cfg.support else None
+    )
     record = _Record(len(seeds), len(batch.params), cfg.max_steps, images.device)
     sampler = None
-    if cfg.empty_samples is not None:
+    if cfg.support:
+        sampler = SupportSampler(batch.support, batch.emphasis)
+    elif cfg.empty_samples is not None:
         sampler = PixelSampler(images, cfg.empty_samples, seeds, batch.emphasis)
     rounded = cfg.param_dtype == "float16"
+    zs = None if decoding is None else decoding.tensor_zs(images.device)
+    towers = decoding is not None and decoding.towers
+
+    def to_gev(values: torch.Tensor) -> torch.Tensor:
+        """Network outputs (k, N, 3) of the active jets -> their reconstructions in GeV (decoded
+        through the supports when the fit uses them)."""
+        out = batch.norm.inverse(values)
+        return out if batch.support is None else decode(out, batch.support, zs, towers)
+
+    def to_gev_at(values: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """:func:`to_gev` at the pixels ``idx`` (k, M) of the active jets (support mode)."""
+        return decode_sparse(batch.norm.inverse(values), idx, valid, batch.support, zs, towers)
 
     def stored(ps: list[torch.Tensor]) -> list[torch.Tensor]:
         """The parameters as the run will store them (float16-rounded except the output biases)."""
@@ -220,7 +254,20 @@ def train_batch(
         lr = cosine_lr(step, cfg.lr, cfg.t_max, cfg.eta_min)
         check = (step % cfg.check_every == 0) or step == cfg.max_steps - 1
         checked = None
-        if sampler is not None:  # a pixel subset per jet for the gradient; every pixel for the checks
+        sparse = None  # support mode: (pixel indices (k, M), valid (k, M)) the checks are evaluated at
+        if batch.support is not None:  # the supports' pixels, for the gradient and the checks alike
+            idx, pix_w = sampler.draw(batch.jets)
+            sub_target = batch.target.gather(1, idx.unsqueeze(-1).expand(-1, -1, batch.target.shape[-1]))
+            if check:
+                with torch.no_grad():
+                    checked = stored(batch.params)
+                    pred = forward_fn(coords[idx], *batch.split(checked))
+                    loss = weighted_mse(pred, sub_target, pix_w)
+                    sparse = (idx, pix_w > 0)
+            grad_loss, grads, leaves, _ = objective(coords[idx], sub_target, pix_w, fused=True)
+            if not check:
+                loss = grad_loss.detach()
+        elif sampler is not None:  # a pixel subset per jet for the gradient; every pixel for the checks
             if check:
                 with torch.no_grad():
                     checked = stored(batch.params)
@@ -244,11 +291,15 @@ def train_batch(
                     if rounded:  # judge (and keep) the network as it will be stored
                         pred = forward_fn(coords, *batch.split(checked))
                 out_vals = pred.detach().float()
+                gev = to_gev if sparse is None else (lambda v, sp=sparse: to_gev_at(v, *sp))
                 shift = None
                 if cfg.sum_correction:
-                    shift = match_channel_sums(out_vals, batch.norm.inverse, batch.images.double().sum(dim=1))
+                    shift = match_channel_sums(out_vals, gev, batch.images.double().sum(dim=1))
                     out_vals = (out_vals.double() + shift.unsqueeze(1)).float()
-                recon = batch.norm.inverse(out_vals)
+                recon = gev(out_vals)
+                if sparse is not None:  # zero off the supports, by construction
+                    full = torch.zeros_like(batch.images, dtype=recon.dtype)
+                    recon = full.scatter(1, sparse[0].unsqueeze(-1).expand(-1, -1, recon.shape[-1]), recon)
                 psnr, rel = psnr_rel_l2(recon, batch.images)
             record.history[1, batch.index, step] = psnr.float()
             record.history[2, batch.index, step] = rel.float()
@@ -298,8 +349,14 @@ def train_batch(
         checked = stored(batch.params)
         if cfg.sum_correction:
             with torch.no_grad():
-                out_vals = forward_fn(coords, *batch.split(checked)).float()
-                shift = match_channel_sums(out_vals, batch.norm.inverse, batch.images.double().sum(dim=1))
+                if batch.support is None:
+                    out_vals = forward_fn(coords, *batch.split(checked)).float()
+                    gev = to_gev
+                else:
+                    idx, pix_w = sampler.draw(batch.jets)
+                    out_vals = forward_fn(coords[idx], *batch.split(checked)).float()
+                    gev = lambda v: to_gev_at(v, idx, pix_w > 0)  # noqa: E731
+                shift = match_channel_sums(out_vals, gev, batch.images.double().sum(dim=1))
         ok_pos = [i for i in range(len(batch)) if finite[i]]
         record.retire(batch, ok_pos, cfg.max_steps, "max_steps", checked, shift)
         record.retire(

@@ -13,6 +13,7 @@ from inr_fast.data.normalise import PerJetMaxScaler
 from inr_fast.errors import DataError, InrFastError
 from inr_fast.layout import IMAGE_SIZE, N_CHANNELS
 from inr_fast.model.render import render_jet
+from inr_fast.model.support import Decoding
 from inr_fast.train.config import FitConfig
 from inr_fast.util import format_indices
 
@@ -31,7 +32,8 @@ class FitResult:
     per-jet normalisations, else None; normaliser: the run-wide normaliser or None; empty (k,) bool:
     jets with no non-zero pixel, which are not fitted (zero parameters, 0 steps, psnr and rel_l2 NaN)
     and render as zeros. ``reconstructions`` is None for results loaded from a run directory that
-    does not keep diagnostics (render them from the parameters).
+    does not keep diagnostics (render them from the parameters). support (k, 125, 125, 3) bool and
+    decoding: for fits decoded through their supports (``FitConfig.support``), else None.
     """
 
     config: FitConfig
@@ -53,6 +55,8 @@ class FitResult:
     normaliser: object = None
     seed: int = 0
     seconds: float = 0.0
+    support: np.ndarray | None = None
+    decoding: Decoding | None = None
 
     def __post_init__(self) -> None:
         if self.empty is None:
@@ -92,7 +96,11 @@ class FitResult:
         if self.empty[pos]:
             return np.zeros((resolution, resolution, N_CHANNELS), dtype=np.float32)
         w, b = self.jet_params(pos)
-        return render_jet(self.config.model, w, b, self.jet_normaliser(pos), resolution, device)
+        support = None if self.support is None else self.support[pos]
+        return render_jet(
+            self.config.model, w, b, self.jet_normaliser(pos), resolution, device,
+            support=support, decoding=self.decoding,
+        )  # fmt: skip
 
     @classmethod
     def concat(cls, parts: Sequence[FitResult]) -> FitResult:
@@ -118,6 +126,8 @@ class FitResult:
             retried=cat("retried"),
             failed=cat("failed"),
             empty=cat("empty"),
+            support=None if first.support is None else cat("support"),
+            decoding=first.decoding,
             norm_scales=cat("norm_scales") if first.norm_scales is not None else None,
             normaliser=first.normaliser,
             seed=first.seed,

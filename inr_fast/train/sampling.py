@@ -81,3 +81,29 @@ class PixelSampler:
         weight = torch.where(is_nz, w_nz, torch.where(is_empty, w_empty, zero))
         weight = torch.where(is_empty & (n_empty == 0), zero, weight)
         return idx, weight
+
+
+class SupportSampler:
+    """The pixels a jet trains on when it is decoded through its support (``FitConfig.support``): its
+    support pixels S_b (any channel non-zero), every step (no random draws). A draw gives each active
+    jet M = max |S_b| slots: its pixels with weight M / |S_b| (times ``emphasis``, the bright-pixel
+    weights), then zero-weight padding, so the fused kernel's weighted mean is the mean over S_b.
+    Same interface as :class:`PixelSampler`."""
+
+    def __init__(self, support: torch.Tensor, emphasis: torch.Tensor | None = None):
+        on = support.any(dim=-1)  # (B, N)
+        self.n_on = on.sum(dim=1)  # (B,)
+        self.order = torch.argsort((~on).to(torch.int8), dim=1, stable=True)  # S_b first
+        self.emphasis = None if emphasis is None else emphasis.float().gather(1, self.order)
+
+    def draw(self, jets) -> tuple[torch.Tensor, torch.Tensor]:
+        device = self.order.device
+        pos = torch.as_tensor(list(jets), dtype=torch.int64, device=device)
+        n_on = self.n_on[pos].unsqueeze(1)  # (k, 1)
+        m = max(int(n_on.max()), 1)
+        j = torch.arange(m, device=device).unsqueeze(0)
+        idx = self.order[pos][:, :m]
+        weight = torch.where(j < n_on, m / n_on.clamp(min=1).float(), torch.zeros((), device=device))
+        if self.emphasis is not None:
+            weight = weight * self.emphasis[pos][:, :m]
+        return idx, weight.float()
