@@ -48,7 +48,8 @@ Q2p (:func:`q2p`), the physics quality level, per jet:
     - ``counts``: per channel, the number of pixels at or above the level, |n(x_hat) - n(x)| <= 2 % of
       n(x) (an empty channel must stay empty);
     - ``cone_mass``, ``cone_girth``, ``cone_e2``: the calorimeter (ECAL + HCAL) cone observables of
-      :mod:`inr_fast.substructure` (R < 0.4 around the image centre) within 1 % per jet.
+      :mod:`inr_fast.substructure` (R < 0.4 around the image centre) within 1 % per jet,
+      |v(x_hat) - v(x)| <= 0.01 |v(x)| (so a value 0 must stay 0; nan, an empty cone, fails).
     The zero-suppression levels default to :func:`inr_fast.substructure.zero_suppression_levels` of
     the given originals; pass the whole file's levels so that every batch is judged alike. With
     ``lazy=True`` (early stopping), the cone observables are computed only for the jets that pass every
@@ -673,10 +674,10 @@ def q2p(
         kw = dict(groups=("calo",), regions=("cone",), names=names, cone_r=cone_r)
         o, oh = sub.substructure(t[sel], lv, **kw), sub.substructure(th[sel], lv, **kw)
         for name in names:
-            key = f"calo_cone_{name}"
-            err = _np(oh[key] - o[key]) / _np(o[key])
-            out[f"cone_{name}_rel_err"][todo] = err
-            out[f"cone_{name}"][todo] = np.nan_to_num(np.abs(err), nan=np.inf) <= Q2P_CONE_REL
+            v, vh = _np(o[f"calo_cone_{name}"]), _np(oh[f"calo_cone_{name}"])
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out[f"cone_{name}_rel_err"][todo] = (vh - v) / v
+            out[f"cone_{name}"][todo] = np.abs(vh - v) <= Q2P_CONE_REL * np.abs(v)  # nan: False
     out["evaluated"] = todo
     out["Q2p"] = cheap & out["cone_mass"] & out["cone_girth"] & out["cone_e2"]
     return out

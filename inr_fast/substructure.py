@@ -45,20 +45,37 @@ mean of its aligned 5 x 5 tower. Exactly 0 for the data (uniform towers), nan fo
 
 N-subjettiness axes. Exclusive-kT axes with winner-take-all recombination are not stable on pixel
 images: an HCAL tower is 25 pixels of exactly equal p_T, so the kT merging order and WTA's choice of
-the harder branch are decided by ties, and noise of 1e-6 GeV moves tau21 by several per cent. Here
-the axes minimise the tau_N sum itself (the definition of "minimised axes" of Thaler and Van Tilburg):
-1. seeds: the ``n_seed_cells`` (6) hardest 5 x 5 cells (aligned to the HCAL towers), each at its
-   p_T-weighted centroid, every N-subset of them (N = 1: the p_T-weighted centroid of the jet);
-2. each seed is refined by Lloyd iterations: assign every pixel to its nearest axis, move each axis to
-   the weighted geometric median of its pixels (one Weiszfeld step, with the Vardi-Zhang correction
-   at a pixel position), which never increases the sum; all seeds ``n_iter_seed`` (8) iterations,
-   then the best ``n_keep`` (3) another ``n_iter`` (40);
-3. the axes of the smallest sum are kept.
-The axes are found on the ``axis_pixels`` (1024) region pixels of largest positive p_T (all pixels of
-every original here). Every step is a continuous function of the pixel values, ties included, and the
-minimum of the sum over the axes is itself Lipschitz in the pixel values; the test suite checks that
-1e-6 GeV noise moves tau21 by less than 1e-4 (relative) on simulated jets, where FastJet's exclusive
-WTA-kT axes move it by per cents. tau1's problem is convex (a geometric median): its minimum is global.
+the harder branch are decided by ties; on simulated jets, 1e-6 GeV of noise on the non-zero pixels
+moves FastJet's exclusive WTA-kT tau21 (cone) by 3 % (median) and up to 28 %. Here the axes minimise the
+tau_N sum itself (the "minimised axes" of Thaler and Van Tilburg), found by a deterministic search:
+1. seeds (N = 1: the p_T-weighted centroid; tau1's problem is convex, a weighted geometric median, so
+   its minimum is global). N = 2: the ``n_seed_cells`` (6) hardest 5 x 5 cells (aligned to the HCAL
+   towers), each at its p_T-weighted centroid (a continuous function of the pixels, unlike a hardest
+   pixel), taken in pairs (15); the tau1 axis with each cell (6); and the hardest cell split in two
+   along eta, phi and the diagonals by its weighted spread (4; two subjets inside one tower);
+2. Lloyd iterations: assign each pixel to its nearest axis, then move each axis towards the weighted
+   geometric median of its pixels by the best of a Weiszfeld step (with the Vardi-Zhang correction, so
+   an axis can leave a pixel that is not the median), a Newton step and a jump to the cluster's
+   nearest pixel (the median often sits on one), so the sum never increases. Distances within ``tie``
+   (1e-5) count as ties: a pixel equidistant from two axes is shared, an axis that close to a pixel
+   sits on it; this makes every iteration a continuous function of the pixel values, so exact ties and
+   their 1e-6 GeV perturbations take the same path. All seeds get ``n_iter_seed`` (12) Weiszfeld steps,
+   the ``n_keep`` (5) best ``n_iter`` (12) full iterations, in float32; the winner ``N_POLISH`` (3) more
+   in float64;
+3. the axes of the smallest sum are kept; tau_N is then summed in float64 over all region pixels.
+The axes are found on the ``axis_pixels`` (1024) region pixels of largest positive p_T (all non-zero
+pixels of every original here). Measured: 1e-6 GeV noise moves tau1, tau2, tau21 by < 1e-5 (relative)
+on 60 simulated jets (tested: < 1e-4 on toy jets); tau1 equals the global minimum to 1e-15; tau2 is
+within 1e-6 of an 11x more expensive search (9 cells, every seed fully refined) on 98 of 100 simulated
+cones and 2e-4 above it at worst; it is never above FastJet's exclusive-kT axes (WTA or E-scheme), and
+equals the brute-force global minimum (every 2-partition, each cluster's median by Nelder-Mead) on
+small jets. Like any local search it can settle in a different local minimum when two nearly equal
+minima exchange rank, so tau2 can jump by ~1 % between a jet and a reconstruction with such a
+landscape; the stability above holds for perturbations that do not reorder minima.
+
+Cost (one thread, AMD EPYC, shared): ~0.05 s per original jet for everything, ~0.17 s per dense
+reconstruction (every pixel non-zero); without tau (``names``) ~0.07 s, without tau and c2 ~0.007 s.
+All torch: pass CUDA tensors to run on a GPU.
 
 Signed pixels (reconstructions have small negative values):
 - linear in w, so a floor of +-epsilon moves them by O(epsilon) with cancellations: pt, mass (four-vector
@@ -448,6 +465,8 @@ def hcal_tower_variation(h, region=None, tower: int = HCAL_TOWER):
     blocks = th.reshape(b, hh // tower, tower, ww // tower, tower)
     mean = blocks.mean(dim=(2, 4), keepdim=True)
     res2 = ((blocks - mean) ** 2).sum(dim=(2, 4))  # (B, nh, nw)
+    uniform = blocks.amax(dim=(2, 4)) == blocks.amin(dim=(2, 4))
+    res2 = torch.where(uniform, torch.zeros_like(res2), res2)  # exactly 0, whatever the rounding of the mean
     tot2 = (blocks**2).sum(dim=(2, 4))
     if region is not None:
         centre = _to_torch(region)[:, tower // 2 :: tower, tower // 2 :: tower] > 0

@@ -69,6 +69,10 @@ def test_known_scale_gives_known_bias(toys):
                     r = rows[(f"{group}_{region}_{name}", cls)]
                     assert abs(r["bias"]) < 1e-9 and r["res68"] < 1e-9 and r["frac_out"] == 0.0, name
     assert rows[("calo_cone_pt", "quark")]["n"] == 8
+    # the parametrised calorimeter spreads each HCAL tower uniformly: no within-tower variation at all
+    assert (obs["hcal_window_n_pos"] > 0).all() and (obs["hcal_window_tower_var"] == 0).all()
+    r = rows[("hcal_window_tower_var", "all")]
+    assert r["bias"] == 0.0 and r["frac_out"] == 0.0
 
 
 # ------------------------------------------------------------------------------- AUC and ROC
