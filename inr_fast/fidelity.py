@@ -110,8 +110,11 @@ def error_summary(err: np.ndarray, tolerance: float = TOLERANCE) -> dict[str, fl
     err = np.asarray(err, dtype=np.float64)
     defined = err[~np.isnan(err)]
     if defined.size:
-        q16, q50, q84 = np.quantile(defined, [0.16, 0.5, 0.84], method="linear")
         with np.errstate(invalid="ignore"):
+            q = np.quantile(defined, [0.16, 0.5, 0.84], method="linear")
+            # interpolating between two infinities gives nan: take the nearest order statistic there
+            q = np.where(np.isnan(q), np.quantile(defined, [0.16, 0.5, 0.84], method="nearest"), q)
+            q16, q50, q84 = q
             res = 0.5 * (q84 - q16)
     else:
         q50 = res = float("nan")
@@ -202,7 +205,7 @@ def distribution_figure(
     names: Sequence[str] | None = None,
     *,
     classes: Mapping[int, str] = CLASSES,
-    n_bins: int = 30,
+    n_bins: int | None = None,
     ncols: int = 4,
 ):
     """Original vs reconstruction distributions: one panel per observable with step histograms of the
@@ -210,8 +213,9 @@ def distribution_figure(
     original per bin (Poisson errors of the reconstruction's count; ratios outside 0.5-1.5 are drawn as
     triangles at the panel's edge). Values outside the central 99 % of
     both samples are drawn in the first / last bin (the panel says how many); log x where the values
-    are positive and span more than two decades, log y where the counts do. Returns the matplotlib
-    Figure (save it with ``fig.savefig``)."""
+    are positive and span more than two decades, log y where the counts do. ``n_bins`` defaults to
+    2 sqrt(jets in the smaller class), between 10 and 40. Returns the matplotlib Figure (save it with
+    ``fig.savefig``)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -222,6 +226,9 @@ def distribution_figure(
     if not names:
         raise DataError("distribution_figure: none of the requested observables are in both dicts")
     y = np.asarray(labels)
+    if n_bins is None:
+        smallest = min(int((y == value).sum()) for value in classes)
+        n_bins = int(np.clip(2 * math.sqrt(smallest), 10, 40))
     nrows = math.ceil(len(names) / ncols)
     fig = plt.figure(figsize=(4.2 * ncols, 4.0 * nrows), layout="constrained")
     grid = GridSpec(nrows, ncols, figure=fig)

@@ -138,17 +138,20 @@ TIE = 1e-5  # distances (in dR) closer than this count as ties in the axis searc
 # --------------------------------------------------------------------------------------------------
 # Zero-suppression levels
 # --------------------------------------------------------------------------------------------------
-def zero_suppression_levels(x):
+def zero_suppression_levels(x, *, allow_empty: bool = False):
     """Per-channel zero-suppression level of a set of ORIGINAL images: the smallest positive value of
     each channel over all images, (..., H, W, C) -> (C,). A value v survives suppression at level L iff
-    v >= L. Pass the levels of the whole file (not of one batch) where batches must agree. Raises
-    DataError when a channel has no positive pixel (give the levels explicitly then)."""
+    v >= L. Pass the levels of the whole file (not of one batch) where batches must agree: for a file
+    read in chunks, the element-wise minimum of the chunks' levels (with ``allow_empty=True``, a
+    channel without a positive pixel gives inf, so the minimum composes). Otherwise a channel without a
+    positive pixel raises DataError (give the levels explicitly then)."""
     t = _to_torch(x)
     _check_image(t)
     flat = t.reshape(-1, t.shape[-1])
     pos = torch.where(flat > 0, flat, torch.full_like(flat, float("inf")))
-    levels = pos.amin(dim=0)
-    if not torch.isfinite(levels).all():
+    inf = torch.full((1, flat.shape[-1]), float("inf"), dtype=flat.dtype, device=flat.device)
+    levels = torch.cat([pos, inf]).amin(dim=0)  # an empty batch: inf
+    if not allow_empty and not torch.isfinite(levels).all():
         empty = [int(c) for c in torch.nonzero(~torch.isfinite(levels)).flatten()]
         raise DataError(
             f"zero_suppression_levels: channel(s) {empty} have no positive pixel in these images; "
@@ -208,8 +211,9 @@ def _weiszfeld_lloyd(a, pts, axes, n_iter: int, tie: float = TIE, full: bool = T
     sum_i a_i min_k dR(i, axis_k). Each iteration assigns the pixels to their nearest axis and moves
     each axis towards the weighted geometric median of its pixels: of the Weiszfeld step (with the
     Vardi-Zhang correction when the axis sits on a pixel, so it can leave a pixel that is not the median
-    and lands on one that is) and the Newton step on the 2 x 2 Hessian of the distance sum, the one with
-    the smaller sum is taken, so the sum never increases and convergence is quadratic away from pixels.
+    and lands on one that is), the Newton step on the 2 x 2 Hessian of the distance sum, and the
+    cluster's pixel nearest to the axis, the one with the smallest sum is taken, so the sum never
+    increases; convergence is quadratic away from pixels and immediate onto a pixel median.
     Ties are made continuous with the tolerance ``tie`` (in dR): a pixel within ``tie`` of the nearest
     distance to several axes is shared between them with weights max(0, tie - (d_k - d_min))
     (normalised), and a pixel within ``tie`` of an axis counts as sitting on it. Exact ties, common on
@@ -298,10 +302,13 @@ def minimised_axes(
     """N-subjettiness axes (beta = 1) that minimise sum_i a_i min_k dR(i, axis_k) (module docstring).
 
     a (B, P) weights (negative values are clipped to 0); eta, phi (P,) shared or (B, P) per-jet
-    coordinates -> axes (B, n_axes, 2) as (eta, phi), float64. Seeds: the N-subsets of the
-    ``n_seed_cells`` hardest cells of size ``cell`` (default: the HCAL towers), each at its weighted
-    centroid (N = 1: the jet's weighted centroid); all refined by ``n_iter_seed`` Lloyd-Weiszfeld
-    iterations, the best ``n_keep`` by ``n_iter`` more; the smallest sum wins."""
+    coordinates -> axes (B, n_axes, 2) as (eta, phi), float64. Seeds (N = 1: the jet's weighted
+    centroid): the N-subsets of the ``n_seed_cells`` hardest cells of size ``cell`` (default: the HCAL
+    towers), each at its weighted centroid; the tau1 axis (``tau1_axis`` (B, 1, 2) if already known)
+    with N - 1 of them; for N = 2, four splits of the hardest cell. All get ``n_iter_seed`` Weiszfeld
+    iterations, the best ``n_keep`` ``n_iter`` full ones (:func:`_weiszfeld_lloyd`), in ``dtype``; the
+    winner :data:`N_POLISH` more in float64. The smallest sum wins. Distances are plain
+    sqrt(d_eta^2 + d_phi^2) without wrapping phi (image-relative coordinates)."""
     ta, te, tp = _to_torch(a), _to_torch(eta), _to_torch(phi)
     if ta.ndim != 2 or te.shape != tp.shape or te.shape[-1] != ta.shape[-1] or te.ndim not in (1, 2):
         raise DataError(

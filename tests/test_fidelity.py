@@ -40,6 +40,8 @@ def test_error_summary_values():
     # |err| > 0.02: 31 below, 30 above, plus the inf; the nan (0/0) counts as inside
     assert s["frac_out"] == pytest.approx(62 / 103)
     assert (s["n"], s["n_undefined"]) == (103, 1)
+    many = fd.error_summary(np.r_[np.full(6, np.inf), 0.01, -0.03, 0.0])  # no warning, no nan
+    assert many["bias"] == np.inf and many["res68"] == np.inf and many["frac_out"] == pytest.approx(7 / 9)
     with np.errstate(invalid="ignore", divide="ignore"):
         e = fd.observable_errors(
             {"a": np.array([0.0, 2.0, 0.0]), "hcal_window_tower_var": np.zeros(3)},

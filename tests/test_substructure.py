@@ -354,6 +354,11 @@ def test_types_shapes_cone_axis_and_errors(toys):
     assert levels.tolist() == [images[..., c][images[..., c] > 0].min() for c in range(3)]
     with pytest.raises(DataError, match="no positive pixel"):
         ss.zero_suppression_levels(np.zeros((1, 125, 125, 3)))
+    # chunks compose: the minimum of the chunks' levels is the levels of the whole
+    empty = ss.zero_suppression_levels(np.zeros((1, 125, 125, 3)), allow_empty=True)
+    assert np.isinf(empty).all()
+    chunks = [ss.zero_suppression_levels(c, allow_empty=True) for c in (images[:1], images[1:], images[:0])]
+    np.testing.assert_array_equal(np.minimum.reduce(chunks), levels)
     with pytest.raises(DataError, match="one zero-suppression level per channel"):
         ss.substructure(images, [0.1, 0.1])
     with pytest.raises(DataError, match="finite and > 0"):
