@@ -52,6 +52,7 @@ from inr_fast import __version__
 from inr_fast.atomic import atomic_write_bytes, check_writable
 from inr_fast.data.jetfile import JetFile
 from inr_fast.data.normalise import normaliser_from_dict
+from inr_fast.data.stats import DataStats
 from inr_fast.errors import ConfigError, DataError, InrFastError, OutputExistsError
 from inr_fast.layout import IMAGE_SIZE, N_CHANNELS
 from inr_fast.model.reference import PEMLP, BatchedINR
@@ -100,8 +101,9 @@ class RunConfig:
     appended when a run grows); data_path: the HDF5 file the jets were last read from (informational:
     the jets are identified by their digests); normaliser: the run-wide normaliser (None for per-jet
     normalisations), fitted when the run was created and kept when it grows; keep_diagnostics: store
-    reconstructions and full histories too; decoding: how jets are decoded through their supports
-    (``fit.support``; from the data when the run was created), else None.
+    reconstructions and full histories too; data_stats: the zero-suppression levels, negative
+    pixels and HCAL towers of the run's data (:class:`inr_fast.data.stats.DataStats`, from the data
+    when the run was created), which decide how jets are decoded (:attr:`decoding`) and judged (Q2p).
     """
 
     fit: FitConfig
@@ -112,9 +114,16 @@ class RunConfig:
     n_jets_in_file: int
     normaliser: object = None
     keep_diagnostics: bool = False
-    decoding: Decoding | None = None
+    data_stats: DataStats | None = None
     format: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)
+
+    @property
+    def decoding(self) -> Decoding | None:
+        """How the run's jets are decoded through their supports (``fit.support``), else None."""
+        if not self.fit.support or self.data_stats is None:
+            return None
+        return Decoding.from_stats(self.data_stats)
 
     @property
     def indices(self) -> np.ndarray:
@@ -149,7 +158,7 @@ class RunConfig:
             data_path=self.data_path,
             n_jets_in_file=self.n_jets_in_file,
             normaliser=None if self.normaliser is None else self.normaliser.to_dict(),
-            decoding=None if self.decoding is None else self.decoding.to_dict(),
+            data_stats=None if self.data_stats is None else self.data_stats.to_dict(),
         )
         spec = self.fit.model
         d["extra"] = {
@@ -172,7 +181,7 @@ class RunConfig:
         d["fit"] = FitConfig.from_dict(d["fit"])
         d["chunks"] = tuple(tuple(int(i) for i in c) for c in d["chunks"])
         d["normaliser"] = None if d.get("normaliser") is None else normaliser_from_dict(d["normaliser"])
-        d["decoding"] = None if d.get("decoding") is None else Decoding.from_dict(d["decoding"])
+        d["data_stats"] = None if d.get("data_stats") is None else DataStats.from_dict(d["data_stats"])
         return cls(**d)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from inr_fast.simulate import CalorimeterConfig, calorimeter_image
+from inr_fast.data.simulate import CalorimeterConfig, calorimeter_image
 
 
 def toy_particles(rng: np.random.Generator, quark: bool) -> dict[str, np.ndarray]:

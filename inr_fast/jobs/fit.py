@@ -16,10 +16,10 @@ from inr_fast.atomic import check_writable
 from inr_fast.data.jetfile import JetFile
 from inr_fast.data.moments import Moments
 from inr_fast.data.normalise import needs_moments, normaliser_from_moments, normaliser_moments, reduce_moments
+from inr_fast.data.stats import DataStats
 from inr_fast.errors import ConfigError, DataError
 from inr_fast.jobs.cluster import ClusterOptions, Executor
 from inr_fast.model.spec import param_count
-from inr_fast.model.support import DataStats, Decoding
 from inr_fast.progress import Progress, log
 from inr_fast.train.api import fit_chunk
 from inr_fast.train.backend import backend_choice, check_forward, get_forward, resolve_device
@@ -111,7 +111,7 @@ def fit_chunk_task(run: str, chunk: int, device: str, threads: int, progress: Pr
         resolve_device(device),
         cfg.normaliser,
         progress,
-        decoding=cfg.decoding,
+        stats=cfg.data_stats,
     )
     store.save_chunk(run, chunk, result, jet_digests(images), cfg.keep_diagnostics)
     return {"chunk": chunk, "n_jets": len(idx), "seconds": result.seconds, "skipped": False}
@@ -137,12 +137,13 @@ def fit_run(cmd: FitCommand, client=None) -> str:
     with store.RunLock(run, "inr-fast fit"):
         run_cfg, todo = _plan(cmd, cfg, run, str(choice))
         with executor:
-            moments = todo and run_cfg.normaliser is None and needs_moments(cfg.normalisation)
-            if moments or (todo and cfg.support and run_cfg.decoding is None):
-                normaliser, decoding = _run_state(run, run_cfg, executor)
+            missing = run_cfg.data_stats is None or (
+                run_cfg.normaliser is None and needs_moments(cfg.normalisation)
+            )
+            if todo and missing:
+                normaliser, stats = _run_state(run, run_cfg, executor)
                 run_cfg = replace(run_cfg, normaliser=run_cfg.normaliser or normaliser)
-                if cfg.support and run_cfg.decoding is None:
-                    run_cfg = replace(run_cfg, decoding=decoding)
+                run_cfg = replace(run_cfg, data_stats=run_cfg.data_stats or stats)
                 store.write_config(run, run_cfg)
             _fit_chunks(run, run_cfg, todo, cmd, executor)
     return summary_line(run, run_cfg, device, len(todo), time.perf_counter() - t0, executor)
@@ -183,7 +184,7 @@ def _plan(cmd: FitCommand, cfg: FitConfig, run: Path, backend: str) -> tuple[sto
 
 def _run_state(run: Path, cfg: store.RunConfig, executor: Executor):
     """The run-wide normaliser (per-chunk moments merged as a tree in chunk order; None for per-jet
-    normalisations) and decoding (from the data statistics of every chunk), one task per chunk."""
+    normalisations) and the data statistics of every chunk, merged; one task per chunk."""
     kind, scale = cfg.fit.normalisation, cfg.fit.intensity_scale
     args = [
         (cfg.data_path, cfg.channels_first, cfg.chunk_indices(c), kind, scale) for c in range(len(cfg.chunks))
@@ -204,7 +205,7 @@ def _run_state(run: Path, cfg: store.RunConfig, executor: Executor):
     stats = parts[0][1]
     for _, more in parts[1:]:
         stats = stats + more
-    return normaliser, Decoding.from_stats(stats)
+    return normaliser, stats
 
 
 def _fit_chunks(

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import torch
 
+from inr_fast.arrays import check_image, check_pair, like, to_torch
 from inr_fast.errors import InrFastError
-from inr_fast.metrics.arrays import check_image, check_pair, like, to_torch
 
 SSIM_SIGMA = 1.5
 SSIM_TRUNCATE = 3.5

@@ -1,9 +1,27 @@
-"""Every metric of a batch (:func:`compute_all`) and the quality levels Q1 and Q2 (docs/design.md).
+"""Every metric of a batch (:func:`compute_all`) and the quality levels Q1, Q2 and Q2p (docs/design.md).
 
 Q1 (the seed's published level): psnr >= 55 dB and ssim >= 0.997. Q2 (physics): rel_l2 <= 0.05, every
 channel's total within 1 %, the image-based jet mass within 2 %. :func:`quality_levels` judges both on
 a batch; :func:`level_met` judges one level the cheap way (a necessary cheap condition first, the
 expensive metrics only where it holds), which early stopping and the benchmarks use.
+
+Q2p (:func:`q2p`), the physics quality level, per jet:
+    Q2 (:func:`quality_levels`: rel_l2 <= 0.05, every channel's total within 1 %,
+    window jet mass within 2 %) and
+    - ``off_support``: absolute off-support energy sum |x_hat| over pixels where x = 0, ECAL + HCAL, at
+      most 1 % of the original calorimeter total (:func:`inr_fast.metrics.physics.off_support`);
+    - ``floor``: no floor pixel (x = 0 in that channel) with x_hat >= the channel's zero-suppression
+      level (it would survive the detector's own suppression; negative floor pixels do not, and are
+      bounded by ``off_support``);
+    - ``counts``: per channel, the number of pixels at or above the level, |n(x_hat) - n(x)| <= 2 % of
+      n(x) (an empty channel must stay empty);
+    - ``cone_mass``, ``cone_girth``, ``cone_e2``: the calorimeter (ECAL + HCAL) cone observables of
+      :mod:`inr_fast.metrics.substructure` (R < 0.4 around the image centre) within 1 % per jet,
+      |v(x_hat) - v(x)| <= 0.01 |v(x)| (so a value 0 must stay 0; nan, an empty cone, fails).
+    The zero-suppression levels default to :func:`inr_fast.data.stats.zero_suppression_levels` of
+    the given originals; pass the whole file's levels so that every batch is judged alike. With
+    ``lazy=True`` (early stopping), the cone observables are computed only for the jets that pass every
+    other condition; the others get False there and ``evaluated`` False.
 """
 
 from __future__ import annotations
@@ -15,10 +33,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from inr_fast.errors import ConfigError, InrFastError
+from inr_fast.arrays import check_pair, to_torch
+from inr_fast.data.stats import zero_suppression_levels
+from inr_fast.errors import ConfigError, DataError, InrFastError
 from inr_fast.layout import CHANNELS, PITCH
-from inr_fast.metrics import physics
-from inr_fast.metrics.arrays import check_pair, to_torch
+from inr_fast.metrics import physics, substructure
 from inr_fast.metrics.image import psnr, psnr_zero, rel_l2, rel_l2_per_channel, ssim
 from inr_fast.metrics.image import rel_l2 as image_rel_l2
 from inr_fast.metrics.lpips import lpips
@@ -72,6 +91,7 @@ def compute_all(
 # Quality levels of docs/design.md, used by benchmarks and early stopping.
 Q1_PSNR, Q1_SSIM = 55.0, 0.997
 Q2_REL_L2, Q2_SUM_REL, Q2_MASS_REL = 0.05, 0.01, 0.02
+Q2P_OFF_SUPPORT, Q2P_COUNT_REL, Q2P_CONE_REL = 0.01, 0.02, 0.01
 
 
 def quality_levels(x_hat, x, metrics: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
@@ -89,11 +109,20 @@ def quality_levels(x_hat, x, metrics: dict[str, np.ndarray] | None = None) -> di
     if t.ndim == 3:
         th, t = th[None], t[None]
     m = compute_all(th, t, with_lpips=False) if metrics is None else metrics
+    q1 = (np.nan_to_num(m["psnr"], nan=-np.inf) >= Q1_PSNR) & (np.nan_to_num(m["ssim"], nan=-1) >= Q1_SSIM)
+    return {"Q1": q1, "Q2": q2_conditions(th, t, m)["Q2"]}
+
+
+def q2_conditions(th: torch.Tensor, t: torch.Tensor, metrics: dict | None = None) -> dict[str, np.ndarray]:
+    """The conditions of Q2 for (B, H, W, 3) tensors, (B,) each: ``rel_l2``, ``sums``, ``mass`` (bool),
+    ``Q2`` (all three), and the values ``rel_l2_value`` and ``mass_err`` (|dm| / max(m, pT x pitch)).
+    ``metrics``: values already computed (``rel_l2``, ``jet_mass``, ``jet_mass_hat``, ``jet_pt``)."""
+    m = metrics or {}
+    rel = m["rel_l2"] if "rel_l2" in m else rel_l2(th, t).cpu().numpy()
+    rel = np.nan_to_num(np.asarray(rel, dtype=np.float64), nan=np.inf)
     s_hat = physics.channel_sums(th).detach().cpu().numpy()  # (B, C)
     s = physics.channel_sums(t).detach().cpu().numpy()
-    floor = np.abs(s).sum(axis=-1, keepdims=True)
-    scale = np.where(s != 0, np.abs(s), floor)
-    sums_ok = np.all(np.abs(s_hat - s) <= Q2_SUM_REL * scale, axis=-1)
+    scale = np.where(s != 0, np.abs(s), np.abs(s).sum(axis=-1, keepdims=True))
     if {"jet_mass", "jet_mass_hat", "jet_pt"} <= set(m):
         mass, mass_hat, pt = (
             np.asarray(m[k], dtype=np.float64) for k in ("jet_mass", "jet_mass_hat", "jet_pt")
@@ -101,20 +130,27 @@ def quality_levels(x_hat, x, metrics: dict[str, np.ndarray] | None = None) -> di
     else:
         mass, mass_hat, pt = (physics.jet_mass(t), physics.jet_mass(th), physics.jet_pt(t))
         mass, mass_hat, pt = (v.detach().cpu().numpy() for v in (mass, mass_hat, pt))
-    mass_err = np.abs(mass_hat - mass) / np.maximum(mass, pt * PITCH)
-    mass_err = np.nan_to_num(mass_err, nan=np.inf)
-    q1 = (np.nan_to_num(m["psnr"], nan=-np.inf) >= Q1_PSNR) & (np.nan_to_num(m["ssim"], nan=-1) >= Q1_SSIM)
-    q2 = (np.nan_to_num(m["rel_l2"], nan=np.inf) <= Q2_REL_L2) & sums_ok & (mass_err <= Q2_MASS_REL)
-    return {"Q1": q1, "Q2": q2}
+    mass_err = np.nan_to_num(np.abs(mass_hat - mass) / np.maximum(mass, pt * PITCH), nan=np.inf)
+    out = {
+        "rel_l2": rel <= Q2_REL_L2,
+        "sums": np.all(np.abs(s_hat - s) <= Q2_SUM_REL * scale, axis=-1),
+        "mass": mass_err <= Q2_MASS_REL,
+        "rel_l2_value": rel,
+        "mass_err": mass_err,
+    }
+    out["Q2"] = out["rel_l2"] & out["sums"] & out["mass"]
+    return out
 
 
-def levels_met(x_hat, x, levels: Sequence[str] = ("Q1", "Q2"), rel_l2=None) -> dict[str, np.ndarray]:
+def levels_met(x_hat, x, levels: Sequence[str] = ("Q1", "Q2"), rel_l2=None, zs=None) -> dict[str, np.ndarray]:
     """Which jets meet each of ``levels``, the cheap way: (B, H, W, 3) twice (numpy or torch, GeV) ->
     {level: (B,) bool}, equal to :func:`quality_levels`.
 
     A cheap necessary condition selects the candidates first (Q1: psnr >= 55 dB; Q2: rel_l2 <= 0.05),
     and the full predicate is evaluated on those only; Q2 computes only rel_l2 (or takes ``rel_l2``
-    (B,) given), the channel totals and the jet mass, never SSIM. Early stopping, the benchmarks and
+    (B,) given), the channel totals and the jet mass, never SSIM; Q2p (:func:`q2p`, with the
+    zero-suppression levels ``zs`` (3,), default those of these originals) computes its cone
+    observables only where the cheap conditions hold. Early stopping, the benchmarks and
     the parity runs all judge levels through this function.
     """
     th, t = to_torch(x_hat), to_torch(x)
@@ -136,7 +172,80 @@ def levels_met(x_hat, x, levels: Sequence[str] = ("Q1", "Q2"), rel_l2=None) -> d
                 nan = np.full(cand.size, np.nan)
                 metrics = {"psnr": nan, "ssim": nan, "rel_l2": rel[cand]}
                 met[cand] = quality_levels(th[cand], t[cand], metrics=metrics)["Q2"]
+        elif level == "Q2p":  # the cheap conditions first, the cone observables where they hold
+            rel = rel_l2 if rel_l2 is not None else image_rel_l2(th, t)
+            rel = torch.nan_to_num(torch.as_tensor(rel, dtype=torch.float64).cpu(), nan=math.inf).numpy()
+            cand = np.flatnonzero(rel <= Q2_REL_L2)
+            if cand.size:
+                met[cand] = q2p(th[cand], t[cand], levels=zs, lazy=True, rel_l2=rel[cand])["Q2p"]
         else:
-            raise ConfigError(f"unknown quality level {level!r}; known: Q1, Q2")
+            raise ConfigError(f"unknown quality level {level!r}; known: Q1, Q2, Q2p")
         out[level] = met
+    return out
+
+
+def _np(v) -> np.ndarray:
+    return v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+
+
+def q2p(
+    x_hat,
+    x,
+    *,
+    levels=None,
+    lazy: bool = True,
+    cone_r: float = substructure.CONE_R,
+    rel_l2=None,
+) -> dict[str, np.ndarray]:
+    """The physics quality level Q2p per jet (module docstring): (B, H, W, 3) twice (or one image) ->
+    dict of numpy arrays (B,): ``Q2p`` and the conditions (see the module docstring for each)
+    ``rel_l2``, ``sums``, ``mass``, ``Q2``,
+    ``off_support``, ``floor``, ``counts``, ``cone_mass``, ``cone_girth``, ``cone_e2`` (bool),
+    ``evaluated`` (bool: the cone conditions were computed), and the values behind them:
+    ``rel_l2_value``, ``mass_err``, ``off_support_abs``, ``floor_max_{ecal,hcal,tracks}`` (largest
+    x_hat over the channel's floor pixels), ``count_rel_err_{ecal,hcal,tracks}``,
+    ``cone_{mass,girth,e2}_rel_err`` (nan where not evaluated)."""
+    th, t = to_torch(x_hat), to_torch(x)
+    if t.ndim == 3:
+        th, t = th[None], t[None]
+    check_pair(th, t)
+    if t.ndim != 4 or t.shape[-1] != 3:
+        raise DataError(f"q2p: expected (B, H, W, 3) images, got shape {tuple(t.shape)}")
+    lv = zero_suppression_levels(t) if levels is None else to_torch(levels).reshape(-1)
+    lv = substructure._levels(lv, 3, t.device)
+    b = t.shape[0]
+    out: dict[str, np.ndarray] = {}
+    out.update(q2_conditions(th, t, None if rel_l2 is None else {"rel_l2": rel_l2}))
+    # support, floor, counts
+    off = _np(physics.off_support(th, t)[1])
+    out["off_support_abs"] = off
+    out["off_support"] = np.nan_to_num(off, nan=np.inf) <= Q2P_OFF_SUPPORT
+    empty = t == 0
+    floor_max = torch.where(empty, th, torch.full_like(th, -torch.inf)).amax(dim=(1, 2))  # (B, 3)
+    out["floor"] = _np((floor_max < lv).all(-1))
+    n = (t >= lv).sum(dim=(1, 2))
+    n_hat = (th >= lv).sum(dim=(1, 2))
+    out["counts"] = _np((torch.abs(n_hat - n) <= Q2P_COUNT_REL * n).all(-1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        count_err = _np(n_hat - n).astype(np.float64) / _np(n)
+    for c, cname in enumerate(CHANNELS):
+        out[f"floor_max_{cname.lower()}"] = _np(floor_max[:, c])
+        out[f"count_rel_err_{cname.lower()}"] = count_err[:, c]
+    cheap = out["Q2"] & out["off_support"] & out["floor"] & out["counts"]
+    todo = cheap if lazy else np.ones(b, dtype=bool)
+    names = ("mass", "girth", "e2")
+    for name in names:
+        out[f"cone_{name}_rel_err"] = np.full(b, np.nan)
+        out[f"cone_{name}"] = np.zeros(b, dtype=bool)
+    if todo.any():
+        sel = torch.as_tensor(np.nonzero(todo)[0], device=t.device)
+        kw = dict(groups=("calo",), regions=("cone",), names=names, cone_r=cone_r)
+        o, oh = substructure.substructure(t[sel], lv, **kw), substructure.substructure(th[sel], lv, **kw)
+        for name in names:
+            v, vh = _np(o[f"calo_cone_{name}"]), _np(oh[f"calo_cone_{name}"])
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out[f"cone_{name}_rel_err"][todo] = (vh - v) / v
+            out[f"cone_{name}"][todo] = np.abs(vh - v) <= Q2P_CONE_REL * np.abs(v)  # nan: False
+    out["evaluated"] = todo
+    out["Q2p"] = cheap & out["cone_mass"] & out["cone_girth"] & out["cone_e2"]
     return out

@@ -15,9 +15,9 @@ import warnings
 
 import torch
 
+from inr_fast.arrays import check_pair, like, to_torch
 from inr_fast.errors import InrFastError
 from inr_fast.metrics import lpips_weights as lw
-from inr_fast.metrics.arrays import check_pair, like, to_torch
 from inr_fast.metrics.image import _flat
 
 _LPIPS_MODELS: dict[tuple[str, str], torch.nn.Module] = {}

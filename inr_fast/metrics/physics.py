@@ -31,10 +31,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from inr_fast.arrays import check_image, check_pair, like, relative, to_torch
 from inr_fast.data.grid import physical_centres
 from inr_fast.errors import DataError
 from inr_fast.layout import CHANNELS, PITCH
-from inr_fast.metrics.arrays import check_image, check_pair, like, relative, to_torch
 
 #: channels summed into the jet four-vector by default: ECAL and HCAL (see module docstring).
 CALO_CHANNELS: tuple[int, ...] = (0, 1)

@@ -26,31 +26,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from inr_fast.data.stats import DataStats
 from inr_fast.errors import DataError
 from inr_fast.layout import HCAL_TOWER, IMAGE_SIZE, N_CHANNELS
 
 ECAL, HCAL, TRACKS = 0, 1, 2
 N_TOWERS = IMAGE_SIZE // HCAL_TOWER
-
-
-@dataclass(frozen=True)
-class DataStats:
-    """What decoding needs to know of a set of jets: per channel the smallest positive value (inf where
-    none), whether any pixel is negative, whether every HCAL tower is uniform. Merged with ``+``."""
-
-    min_positive: tuple[float, float, float]
-    negative: bool
-    towers: bool
-
-    @classmethod
-    def of(cls, images: np.ndarray) -> DataStats:
-        x = np.asarray(images, dtype=np.float32).reshape(-1, IMAGE_SIZE, IMAGE_SIZE, N_CHANNELS)
-        pos = np.where(x > 0, x, np.inf).min(axis=(0, 1, 2)) if len(x) else np.full(N_CHANNELS, np.inf)
-        return cls(tuple(float(v) for v in pos), bool((x < 0).any()), towers_uniform(x))
-
-    def __add__(self, other: DataStats) -> DataStats:
-        low = tuple(min(a, b) for a, b in zip(self.min_positive, other.min_positive, strict=True))
-        return DataStats(low, self.negative or other.negative, self.towers and other.towers)
 
 
 @dataclass(frozen=True)
@@ -86,16 +67,6 @@ class Decoding:
 def support_of(images: np.ndarray) -> np.ndarray:
     """The support of images (k, 125, 125, 3): a bool array, True where the original is non-zero."""
     return np.asarray(images) != 0
-
-
-def towers_uniform(images: np.ndarray, rtol: float = 1e-5) -> bool:
-    """Whether every HCAL tower of ``images`` (k, 125, 125, 3) is uniform (to float32 rounding of the
-    tower value), i.e. the file's HCAL has tower granularity and decoding on towers loses nothing."""
-    h = np.asarray(images, dtype=np.float64)[..., HCAL].reshape(
-        -1, N_TOWERS, HCAL_TOWER, N_TOWERS, HCAL_TOWER
-    )
-    dev = np.abs(h - h.mean(axis=(2, 4), keepdims=True)).max(axis=(2, 4))
-    return bool((dev <= rtol * np.abs(h).max(axis=(2, 4)) + 1e-30).all())
 
 
 def _varint(values: np.ndarray) -> bytes:

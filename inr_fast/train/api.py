@@ -15,11 +15,12 @@ import torch
 from inr_fast.data.grid import pixel_grid
 from inr_fast.data.jetfile import implausible_jets
 from inr_fast.data.normalise import batch_normaliser, fit_normaliser, jet_scales, subset_normaliser
+from inr_fast.data.stats import DataStats
 from inr_fast.errors import ConfigError, DataError
 from inr_fast.layout import IMAGE_SIZE, N_CHANNELS
 from inr_fast.model.render import render_jet
 from inr_fast.model.spec import spec_layer_shapes
-from inr_fast.model.support import DataStats, Decoding, support_of
+from inr_fast.model.support import Decoding, support_of
 from inr_fast.progress import Progress, log
 from inr_fast.train.backend import (
     check_forward,
@@ -54,7 +55,7 @@ def fit_chunk(
     global_norm=None,
     progress: Progress | None = None,
     monitor: Monitor | None = None,
-    decoding: Decoding | None = None,
+    stats: DataStats | None = None,
 ) -> FitResult:
     """Fit one batch of jets (k <= any size, trained together) and render their reconstructions.
 
@@ -63,8 +64,9 @@ def fit_chunk(
     rendered as zeros). Jets that go non-finite are retried together in float32; failures are stored as
     zeros. ``progress``: its status shows the step of the jets still training, and it advances by k
     when the chunk is done. ``monitor(step, ids, recon)``: see :func:`fit` (called with jet ids).
-    ``decoding``: with ``cfg.support``, how the jets are decoded through their supports (the run's;
-    default: from these jets, :meth:`inr_fast.model.support.Decoding.from_stats`).
+    ``stats``: the data statistics of the whole run (:class:`inr_fast.data.stats.DataStats`; default:
+    of these jets), which decide how jets are decoded through their supports (``cfg.support``) and the
+    zero-suppression levels Q2p judges by.
     """
     t0 = time.perf_counter()
     images = np.asarray(images, dtype=np.float32)
@@ -94,8 +96,8 @@ def fit_chunk(
     rel = np.full(k, np.nan)
     scales = None
     support = support_of(images) if cfg.support else None
-    if cfg.support and decoding is None:
-        decoding = Decoding.from_stats(DataStats.of(images))
+    stats = DataStats.of(images) if stats is None else stats
+    decoding = Decoding.from_stats(stats) if cfg.support else None
     if live.size:
         live_support = None if support is None else support[live]
         out, norm, retried[live], failed[live] = _train_live(
@@ -164,7 +166,17 @@ def fit_chunk(
 
 
 def _train_live(
-    images, indices, cfg, seed, device, global_norm, progress, monitor, support=None, decoding=None
+    images,
+    indices,
+    cfg,
+    seed,
+    device,
+    global_norm,
+    progress,
+    monitor,
+    support=None,
+    decoding=None,
+    levels=None,
 ):
     """Train the non-empty jets of a chunk (retrying non-finite ones in float32): (BatchOutcome with
     failed jets' parameters zeroed, their normaliser, retried (k,), failed (k,))."""
@@ -183,7 +195,7 @@ def _train_live(
     sup = None if support is None else torch.from_numpy(support.reshape(k, -1, N_CHANNELS)).to(device)
     out = train_batch(
         flat, norm, seeds, cfg, coords, forward_fn, amp_dtype, on_step, loss_grad, _by_id(monitor, indices),
-        sup, decoding,
+        sup, decoding, levels,
     )  # fmt: skip
     retried = np.zeros(k, dtype=bool)
     failed = np.zeros(k, dtype=bool)
@@ -193,7 +205,7 @@ def _train_live(
         loss_grad = get_loss_grad(cfg.model, cfg.backend, device, None)
         again = train_batch(
             flat[redo], sub, [seeds[i] for i in redo], cfg, coords, forward_fn, None, on_step, loss_grad,
-            _by_id(monitor, indices[redo]), None if sup is None else sup[redo], decoding,
+            _by_id(monitor, indices[redo]), None if sup is None else sup[redo], decoding, levels,
         )  # fmt: skip
         for j, pos in enumerate(redo):
             for mine, theirs in zip(out.weights + out.biases, again.weights + again.biases, strict=True):
@@ -259,10 +271,10 @@ def fit(
     check_forward(get_forward(cfg.model, cfg.backend), cfg.model, cfg.backend, dev)
     if normaliser is None:
         normaliser = fit_normaliser(cfg.normalisation, images=images, intensity_scale=cfg.intensity_scale)
-    decoding = Decoding.from_stats(DataStats.of(images)) if cfg.support else None
+    stats = DataStats.of(images)  # of every jet: a jet fitted in a batch equals the jet fitted alone
     parts = []
     with Progress(len(images), "fit", enabled=progress) as bar:
         for start in range(0, len(images), cfg.batch_size):
             sl = slice(start, start + cfg.batch_size)
-            parts.append(fit_chunk(images[sl], ids[sl], cfg, seed, dev, normaliser, bar, monitor, decoding))
+            parts.append(fit_chunk(images[sl], ids[sl], cfg, seed, dev, normaliser, bar, monitor, stats))
     return FitResult.concat(parts)

@@ -12,7 +12,7 @@ from inr_fast.model.spec import PARAM_DTYPES, ModelSpec
 from inr_fast.util import refuse_unknown
 
 BACKENDS = ("reference", "fused", "auto")
-TARGET_LEVELS = ("Q1", "Q2")
+TARGET_LEVELS = ("Q1", "Q2", "Q2p")
 AMP_MODES = ("auto", "off", "fp16", "bf16")
 
 
@@ -34,7 +34,7 @@ class FitConfig:
     target_psnr (dB), target_rel_l2: per-jet early stopping, on the original (GeV) scale, checked
         every ``check_every`` steps; a jet stops when every given target is met. The metrics are
         also recorded every ``check_every`` steps, targets or not.
-    target_level: ``Q1`` or ``Q2`` (docs/design.md, :func:`inr_fast.metrics.levels.quality_levels` on the
+    target_level: ``Q1``, ``Q2`` or ``Q2p`` (docs/design.md, :mod:`inr_fast.metrics.levels` on the
     original
         scale) as one more early-stopping target, checked every ``check_every`` steps (Q2 is cheap:
         rel_l2, channel totals, jet mass; Q1 computes SSIM).

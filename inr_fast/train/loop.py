@@ -184,6 +184,7 @@ def train_batch(
     monitor: Monitor | None = None,
     support: torch.Tensor | None = None,
     decoding: Decoding | None = None,
+    levels: np.ndarray | None = None,
 ) -> BatchOutcome:
     """Train B networks together, each on its own jet, from their per-jet initialisations.
 
@@ -206,6 +207,7 @@ def train_batch(
     ``support`` (B, N, 3) bool and ``decoding`` (with ``cfg.support``): every reconstruction is decoded
     through the jets' supports (:func:`inr_fast.model.support.decode`), the sum correction solves the
     totals of the decoded images, and each step trains on the support's pixels only.
+    ``levels`` (3,): the zero-suppression levels a ``Q2p`` target judges by (the run's).
     """
     if cfg.support and (support is None or decoding is None):
         raise ValueError("FitConfig.support needs the jets' support masks and a Decoding")
@@ -312,7 +314,7 @@ def train_batch(
                     recon[sel].double().cpu().reshape(shape),
                     batch.images[sel].double().cpu().reshape(shape),
                 )
-                met[sel] &= levels_met(x_hat, x, (cfg.target_level,), rel[sel])[cfg.target_level]
+                met[sel] &= levels_met(x_hat, x, (cfg.target_level,), rel[sel], zs=levels)[cfg.target_level]
             if monitor is not None:
                 stop = monitor(step, np.asarray(batch.jets, dtype=np.int64), recon)
                 if stop is not None:

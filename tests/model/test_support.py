@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from inr_fast.data.stats import DataStats, towers_uniform
 from inr_fast.model.support import (
-    DataStats,
     Decoding,
     decode,
     decode_sparse,
@@ -16,7 +16,6 @@ from inr_fast.model.support import (
     encode_support,
     pack_supports,
     tower_means,
-    towers_uniform,
     unpack_supports,
     upsample,
 )

@@ -163,7 +163,7 @@ def test_target_level_q2_stops_on_the_physics_predicate(monkeypatch):
     assert got.tolist() == [True, False]
     calls = []
 
-    def fake_levels(recon, imgs, levels, rel=None):  # the predicate holds from the third check on
+    def fake_levels(recon, imgs, levels, rel=None, zs=None):  # the predicate holds from the third check on
         calls.append((levels[0], len(recon)))
         return {levels[0]: np.full(len(recon), len(calls) >= 3)}
 

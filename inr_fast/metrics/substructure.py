@@ -100,9 +100,10 @@ from collections.abc import Sequence
 
 import torch
 
-from .errors import DataError
-from .layout import HCAL_TOWER, PITCH
-from .observables import _check_image, _like, _to_torch, pixel_centres
+from inr_fast.arrays import check_image, like, to_torch
+from inr_fast.data.grid import physical_centres
+from inr_fast.errors import DataError
+from inr_fast.layout import HCAL_TOWER, PITCH
 
 CONE_R = 0.4
 R0 = 0.4
@@ -138,30 +139,17 @@ TIE = 1e-5  # distances (in dR) closer than this count as ties in the axis searc
 # --------------------------------------------------------------------------------------------------
 # Zero-suppression levels
 # --------------------------------------------------------------------------------------------------
-def zero_suppression_levels(x, *, allow_empty: bool = False):
-    """Per-channel zero-suppression level of a set of ORIGINAL images: the smallest positive value of
-    each channel over all images, (..., H, W, C) -> (C,). A value v survives suppression at level L iff
-    v >= L. Pass the levels of the whole file (not of one batch) where batches must agree: for a file
-    read in chunks, the element-wise minimum of the chunks' levels (with ``allow_empty=True``, a
-    channel without a positive pixel gives inf, so the minimum composes). Otherwise a channel without a
-    positive pixel raises DataError (give the levels explicitly then)."""
-    t = _to_torch(x)
-    _check_image(t)
-    flat = t.reshape(-1, t.shape[-1])
-    pos = torch.where(flat > 0, flat, torch.full_like(flat, float("inf")))
-    inf = torch.full((1, flat.shape[-1]), float("inf"), dtype=flat.dtype, device=flat.device)
-    levels = torch.cat([pos, inf]).amin(dim=0)  # an empty batch: inf
-    if not allow_empty and not torch.isfinite(levels).all():
-        empty = [int(c) for c in torch.nonzero(~torch.isfinite(levels)).flatten()]
-        raise DataError(
-            f"zero_suppression_levels: channel(s) {empty} have no positive pixel in these images; "
-            "pass the zero-suppression levels explicitly"
-        )
-    return _like(levels, x)
+def _centres(h: int, w: int, pitch: float, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel-centre eta (h,) and phi (w,) relative to the image centre
+    (:func:`inr_fast.data.grid.physical_centres`)."""
+    return (
+        torch.from_numpy(physical_centres(h, pitch)).to(device),
+        torch.from_numpy(physical_centres(w, pitch)).to(device),
+    )
 
 
 def _levels(thresholds, n_ch: int, device) -> torch.Tensor:
-    t = _to_torch(thresholds).to(device).reshape(-1)
+    t = to_torch(thresholds).to(device).reshape(-1)
     if t.numel() != n_ch:
         raise DataError(
             f"thresholds: expected one zero-suppression level per channel ({n_ch}), got {t.numel()}"
@@ -187,9 +175,9 @@ def nsubjettiness(w, eta, phi, axes, r0: float = R0):
 
     w (B, P) signed p_T; eta, phi (B, P) or (P,); axes (B, N, 2) as (eta, phi) -> (B,). nan for a zero
     sum. (Any axes: pass :func:`minimised_axes` for the stable definition of this module.)"""
-    tw, te, tp, ta = (_to_torch(v) for v in (w, eta, phi, axes))
+    tw, te, tp, ta = (to_torch(v) for v in (w, eta, phi, axes))
     dmin = _delta_r(te, tp, ta).amin(dim=-1)
-    return _like((tw * dmin).sum(-1) / (r0 * tw.sum(-1)), w, eta, phi, axes)
+    return like((tw * dmin).sum(-1) / (r0 * tw.sum(-1)), w, eta, phi, axes)
 
 
 def _distances(pts: torch.Tensor, axes: torch.Tensor):
@@ -309,7 +297,7 @@ def minimised_axes(
     iterations, the best ``n_keep`` ``n_iter`` full ones (:func:`_weiszfeld_lloyd`), in ``dtype``; the
     winner :data:`N_POLISH` more in float64. The smallest sum wins. Distances are plain
     sqrt(d_eta^2 + d_phi^2) without wrapping phi (image-relative coordinates)."""
-    ta, te, tp = _to_torch(a), _to_torch(eta), _to_torch(phi)
+    ta, te, tp = to_torch(a), to_torch(eta), to_torch(phi)
     if ta.ndim != 2 or te.shape != tp.shape or te.shape[-1] != ta.shape[-1] or te.ndim not in (1, 2):
         raise DataError(
             f"minimised_axes: expected weights (B, P) and coordinates (P,) or (B, P), got "
@@ -332,7 +320,7 @@ def minimised_axes(
         if tau1_axis is None:
             axes1, _ = _weiszfeld_lloyd(ta, pts, seeds, n_iter_seed + n_iter, tie)  # the tau1 axis
         else:
-            axes1 = _to_torch(tau1_axis).to(dtype).reshape(b, 1, 1, 2)
+            axes1 = to_torch(tau1_axis).to(dtype).reshape(b, 1, 1, 2)
         cid, n_cells = _cell_ids(te, tp, cell)
         cw = torch.zeros(b, n_cells, dtype=ta.dtype, device=ta.device).scatter_add_(1, cid, ta)
         ce = torch.zeros_like(cw).scatter_add_(1, cid, ta * te)
@@ -371,7 +359,7 @@ def minimised_axes(
     out = axes[torch.arange(b, device=ta.device), best].to(torch.float64)
     if dtype != torch.float64:  # polish the winner in float64
         out = _weiszfeld_lloyd(a64, pts64, out[:, None], N_POLISH, tie)[0][:, 0]
-    return _like(out, a, eta, phi)
+    return like(out, a, eta, phi)
 
 
 def energy_correlators(w, eta, phi):
@@ -380,7 +368,7 @@ def energy_correlators(w, eta, phi):
 
     e2 = sum_{i<j} z_i z_j dR_ij, e3 = sum_{i<j<k} z_i z_j z_k dR_ij dR_ik dR_jk, z_i = w_i / sum w.
     Cost P^3 (e3 = 1/6 sum_ij z_i z_j dR_ij (D Z D)_ij): meant for P up to ~1,000."""
-    tw, te, tp = (_to_torch(v) for v in (w, eta, phi))
+    tw, te, tp = (to_torch(v) for v in (w, eta, phi))
     z = tw / tw.sum(-1, keepdim=True)
     e_ = te if te.ndim == 2 else te.expand_as(tw)
     p_ = tp if tp.ndim == 2 else tp.expand_as(tw)
@@ -389,14 +377,14 @@ def energy_correlators(w, eta, phi):
     e2 = a.sum((-2, -1)) / 2
     dzd = (dd * z[:, None, :]) @ dd
     e3 = (a * dzd).sum((-2, -1)) / 6
-    return _like(e2, w, eta, phi), _like(e3, w, eta, phi)
+    return like(e2, w, eta, phi), like(e3, w, eta, phi)
 
 
 def e2_image(z, pitch: float = PITCH):
     """e2 (beta = 1) = sum_{i<j} z_i z_j dR_ij over ALL pixels of images z (B, h, w), exactly, through the
     FFT autocorrelation of z (dR depends only on the pixel offset): (B, h, w) -> (B,). z is used as given
     (normalise it by the jet's sum first)."""
-    tz = _to_torch(z)
+    tz = to_torch(z)
     h, w = tz.shape[-2:]
     lh, lw = 2 * h, 2 * w  # >= 2 n - 1: no wrap-around
     f = torch.fft.rfft2(tz, s=(lh, lw))
@@ -406,7 +394,7 @@ def e2_image(z, pitch: float = PITCH):
     oh = torch.where(oh < lh / 2, oh, oh - lh)
     ow = torch.where(ow < lw / 2, ow, ow - lw)
     kernel = pitch * torch.sqrt(oh[:, None] ** 2 + ow[None, :] ** 2)
-    return _like((auto * kernel).sum((-2, -1)) / 2, z)
+    return like((auto * kernel).sum((-2, -1)) / 2, z)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -441,10 +429,10 @@ def cone_mask(x, cone_r: float = CONE_R, cone_axis: str = "centre", pitch: float
 
     ``cone_axis``: "centre" (the image centre, the same pixels for every image) or "jet" (the direction of
     each image's calorimeter four-momentum over the whole window)."""
-    t = _to_torch(x)
-    _check_image(t)
+    t = to_torch(x)
+    check_image(t)
     b, h, w = t.shape[0], t.shape[-3], t.shape[-2]
-    eta, phi = pixel_centres(h, w, pitch, device=t.device)
+    eta, phi = _centres(h, w, pitch, t.device)
     if cone_axis == "centre":
         r2 = eta[:, None] ** 2 + phi[None, :] ** 2
         mask = (r2 < cone_r**2).expand(b, h, w)
@@ -456,14 +444,14 @@ def cone_mask(x, cone_r: float = CONE_R, cone_axis: str = "centre", pitch: float
         mask = (eta[None, :, None] - y[:, None, None]) ** 2 + dp**2 < cone_r**2
     else:
         raise DataError(f"cone_axis must be 'centre' or 'jet', got {cone_axis!r}")
-    return _like(mask, x)
+    return like(mask, x)
 
 
 def hcal_tower_variation(h, region=None, tower: int = HCAL_TOWER):
     """Within-tower variation of HCAL images, ||h - T h||_2 / ||h||_2 with T h the mean of each aligned
     ``tower`` x ``tower`` block: h (B, H, W), optional region (B, H, W) bool (a tower counts when its
     centre pixel is in the region) -> (B,). 0 for uniform towers; nan for an empty HCAL."""
-    th = _to_torch(h)
+    th = to_torch(h)
     b, hh, ww = th.shape
     if hh % tower or ww % tower:
         raise DataError(
@@ -476,9 +464,9 @@ def hcal_tower_variation(h, region=None, tower: int = HCAL_TOWER):
     res2 = torch.where(uniform, torch.zeros_like(res2), res2)  # exactly 0, whatever the rounding of the mean
     tot2 = (blocks**2).sum(dim=(2, 4))
     if region is not None:
-        centre = _to_torch(region)[:, tower // 2 :: tower, tower // 2 :: tower] > 0
+        centre = to_torch(region)[:, tower // 2 :: tower, tower // 2 :: tower] > 0
         res2, tot2 = res2 * centre, tot2 * centre
-    return _like(torch.sqrt(res2.sum((-2, -1)) / tot2.sum((-2, -1))), h)
+    return like(torch.sqrt(res2.sum((-2, -1)) / tot2.sum((-2, -1))), h)
 
 
 def _group_region(
@@ -572,8 +560,8 @@ def substructure(
     :data:`OBSERVABLES`; the expensive ones are tau1/tau2/tau21 and e3/c2), plus
     ``{ecal,hcal}_{region}_n_{pos,zs}`` and ``hcal_{region}_tower_var``, each of shape (...): numpy in ->
     numpy, torch in -> torch (float64; counts int64). ``chunk`` images are processed at a time."""
-    t = _to_torch(x)
-    _check_image(t)
+    t = to_torch(x)
+    check_image(t)
     if t.shape[-1] != 3:
         raise DataError(f"substructure: expected 3 channels (ECAL, HCAL, Tracks), got {t.shape[-1]}")
     for g in groups:
@@ -590,7 +578,7 @@ def substructure(
     lead_shape, (h, w, c) = t.shape[:-3], t.shape[-3:]
     t = t.reshape(-1, h, w, c)
     levels = _levels(thresholds, c, t.device)
-    eta1, phi1 = pixel_centres(h, w, pitch, device=t.device)
+    eta1, phi1 = _centres(h, w, pitch, t.device)
     eta = eta1[:, None].expand(h, w).reshape(-1)
     phi = phi1[None, :].expand(h, w).reshape(-1)
     axes_kw = dict(cell=HCAL_TOWER * pitch, n_seed_cells=n_seed_cells, n_iter=n_iter)
@@ -650,5 +638,5 @@ def substructure(
 
 def relative_error(value_hat, value):
     """Signed relative error (value_hat - value) / value, IEEE semantics (nan for 0/0, +-inf for x/0)."""
-    a, b = _to_torch(value_hat), _to_torch(value)
-    return _like((a - b) / b, value_hat, value)
+    a, b = to_torch(value_hat), to_torch(value)
+    return like((a - b) / b, value_hat, value)

@@ -9,13 +9,15 @@ import math
 import numpy as np
 import pytest
 import torch
-from physics_toys import toy_jets
 
-from inr_fast import fidelity as fd
-from inr_fast import metrics
-from inr_fast import substructure as ss
+from inr_fast.data.stats import zero_suppression_levels
 from inr_fast.errors import DataError
 from inr_fast.layout import PITCH
+from inr_fast.metrics import fidelity as fd
+from inr_fast.metrics import substructure as ss
+from inr_fast.metrics.levels import q2p, quality_levels
+from inr_fast.report.physics import distribution_figure, roc_figure
+from tests.physics_toys import toy_jets
 
 CHEAP = tuple(n for n in ss.OBSERVABLES if n not in ("e3", "c2", "tau1", "tau2", "tau21"))
 
@@ -54,7 +56,7 @@ def test_error_summary_values():
 def test_known_scale_gives_known_bias(toys):
     """x_hat = 1.03 x: pT and masses +3 % in every jet, the scale-free observables unchanged."""
     x, y = toys[0][:16], toys[1][:16]
-    levels = ss.zero_suppression_levels(x)
+    levels = zero_suppression_levels(x)
     obs = ss.substructure(x, levels)
     obs_hat = ss.substructure(1.03 * x, levels)
     rows = {(r["observable"], r["class"]): r for r in fd.fidelity_table(obs, obs_hat, y)}
@@ -144,7 +146,7 @@ def test_cnn_inputs_values():
 
 def test_taggers_identical_reconstruction_and_determinism(toys, one_thread):
     x, y = toys
-    levels = ss.zero_suppression_levels(x)
+    levels = zero_suppression_levels(x)
     obs = ss.substructure(x, levels, names=CHEAP)
     kw = dict(n_folds=2, cnn_epochs=3, bdt_iter=30, n_boot=100, seed=5)
     res = fd.tagger_fidelity(x, x.copy(), y, obs=obs, obs_hat=obs, **kw)
@@ -180,13 +182,13 @@ LV = np.array([0.1, 0.01, 0.5])
 
 def test_q2p_identical_and_q2_matches_metrics(toys):
     x = toys[0][:6]
-    levels = ss.zero_suppression_levels(x)
-    q = fd.q2p(x, x, levels=levels)
+    levels = zero_suppression_levels(x)
+    q = q2p(x, x, levels=levels)
     assert q["Q2p"].all() and q["evaluated"].all()
     rng = np.random.default_rng(0)
     noisy = x * (1 + 0.03 * rng.standard_normal(x.shape))
-    q = fd.q2p(noisy, x, levels=levels, lazy=False)
-    np.testing.assert_array_equal(q["Q2"], metrics.quality_levels(noisy, x)["Q2"])
+    q = q2p(noisy, x, levels=levels, lazy=False)
+    np.testing.assert_array_equal(q["Q2"], quality_levels(noisy, x)["Q2"])
 
 
 def test_q2p_conditions_by_hand():
@@ -194,13 +196,13 @@ def test_q2p_conditions_by_hand():
     # a floor pixel just above the ECAL level, far from the jet: floor fails, counts +1 of 7 ECAL pixels
     h = x.copy()
     h[10, 10, 0] = 0.11
-    q = fd.q2p(h, x, levels=LV)
+    q = q2p(h, x, levels=LV)
     assert not q["floor"][0] and q["floor_max_ecal"][0] == pytest.approx(0.11)
     assert q["count_rel_err_ecal"][0] == pytest.approx(1 / 3) and not q["counts"][0]
     assert not q["Q2p"][0] and not q["evaluated"][0] and not q["cone_mass"][0]
     # the same below the level: floor and counts hold; its absolute off-support share is known
     h[10, 10, 0] = 0.09
-    q = fd.q2p(h, x, levels=LV)
+    q = q2p(h, x, levels=LV)
     assert q["floor"][0] and q["counts"][0]
     calo = x[..., :2].sum()
     assert q["off_support_abs"][0] == pytest.approx(0.09 / calo)
@@ -208,12 +210,12 @@ def test_q2p_conditions_by_hand():
     h = x.copy()
     d = 0.02 * calo / 400
     h[100:120, 100:120, 0] = d * np.where((np.arange(20)[:, None] + np.arange(20)) % 2 == 0, 1, -1)
-    q = fd.q2p(h, x, levels=LV)
+    q = q2p(h, x, levels=LV)
     assert q["sums"][0] and q["off_support_abs"][0] == pytest.approx(0.02) and not q["off_support"][0]
     # pixel B +3 %: cone mass (A and B only) scales as sqrt(1.03), beyond 1 %
     h = x.copy()
     h[62, 66, 0] *= 1.03
-    q = fd.q2p(h, x, levels=LV)
+    q = q2p(h, x, levels=LV)
     assert q["Q2"][0] and q["off_support"][0] and q["floor"][0] and q["counts"][0] and q["evaluated"][0]
     lv = np.asarray(LV)
     o = ss.substructure(x, lv, groups=("calo",), regions=("cone",), names=("mass", "girth", "e2"))
@@ -234,23 +236,23 @@ def test_q2p_lazy_and_eager_agree():
     h = x.copy()
     h[0, 62, 66, 0] *= 1.005  # passes the cheap conditions
     h[1, 10, 10, 1] = 0.5  # fails the floor
-    lazy, eager = fd.q2p(h, x, levels=LV), fd.q2p(h, x, levels=LV, lazy=False)
+    lazy, eager = q2p(h, x, levels=LV), q2p(h, x, levels=LV, lazy=False)
     assert lazy["evaluated"].tolist() == [True, False] and eager["evaluated"].all()
     assert lazy["cone_mass_rel_err"][0] == eager["cone_mass_rel_err"][0]
     assert np.isnan(lazy["cone_mass_rel_err"][1]) and eager["cone_mass_rel_err"][1] == 0.0
     np.testing.assert_array_equal(lazy["Q2p"], eager["Q2p"])
     assert lazy["Q2p"].tolist() == [True, False]
     with pytest.raises(DataError, match="differs"):
-        fd.q2p(h[:, :100], x, levels=LV)
+        q2p(h[:, :100], x, levels=LV)
 
 
 # --------------------------------------------------------------------------------------- figures
 def test_figures(toys, tmp_path):
     x, y = toys[0][:40], toys[1][:40]
-    levels = ss.zero_suppression_levels(x)
+    levels = zero_suppression_levels(x)
     obs = ss.substructure(x, levels, names=CHEAP)
     names = ["calo_cone_mass", "calo_cone_n_pos", "hcal_window_tower_var"]
-    fig = fd.distribution_figure(obs, obs, y, names)
+    fig = distribution_figure(obs, obs, y, names)
     assert len(fig.axes) == 2 * len(names)
     for ax in fig.axes[1::2]:  # ratio panels: identical samples give ratio 1 in every filled bin
         pts = np.concatenate([line.get_ydata() for line in ax.lines if line.get_linestyle() == "None"])
@@ -260,7 +262,7 @@ def test_figures(toys, tmp_path):
     res["bdt"].update(
         roc=fd.roc_curve(obs["calo_cone_mass"], y), roc_hat=fd.roc_curve(obs["calo_cone_mass"], y)
     )
-    fd.roc_figure(res).savefig(tmp_path / "roc.png")
+    roc_figure(res).savefig(tmp_path / "roc.png")
     assert (tmp_path / "dist.png").stat().st_size > 10_000 and (tmp_path / "roc.png").stat().st_size > 5_000
     with pytest.raises(DataError, match="none of the requested"):
-        fd.distribution_figure(obs, obs, y, ["nope"])
+        distribution_figure(obs, obs, y, ["nope"])

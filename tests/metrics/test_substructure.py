@@ -9,11 +9,12 @@ import math
 import numpy as np
 import pytest
 import torch
-from physics_toys import toy_jets
 
-from inr_fast import substructure as ss
+from inr_fast.data.stats import zero_suppression_levels
 from inr_fast.errors import DataError
 from inr_fast.layout import PITCH
+from inr_fast.metrics import substructure as ss
+from tests.physics_toys import toy_jets
 
 LEVELS = np.array([0.02, 0.006, 0.49])  # ECAL, HCAL, Tracks zero-suppression levels (GeV)
 ETA = (np.arange(125) - 62) * PITCH  # pixel centres; the image centre pixel (62, 62) is (0, 0)
@@ -350,14 +351,14 @@ def test_types_shapes_cone_axis_and_errors(toys):
     for name in ("pt", "mass", "e2", "tau1"):
         assert b[f"calo_cone_{name}"] == pytest.approx(a[f"calo_cone_{name}"], rel=1e-9)
     assert c["calo_cone_n_pos"][0] == 1  # with the image-centre axis, B falls out of the cone
-    levels = ss.zero_suppression_levels(images)
+    levels = zero_suppression_levels(images)
     assert levels.tolist() == [images[..., c][images[..., c] > 0].min() for c in range(3)]
     with pytest.raises(DataError, match="no positive pixel"):
-        ss.zero_suppression_levels(np.zeros((1, 125, 125, 3)))
+        zero_suppression_levels(np.zeros((1, 125, 125, 3)))
     # chunks compose: the minimum of the chunks' levels is the levels of the whole
-    empty = ss.zero_suppression_levels(np.zeros((1, 125, 125, 3)), allow_empty=True)
+    empty = zero_suppression_levels(np.zeros((1, 125, 125, 3)), allow_empty=True)
     assert np.isinf(empty).all()
-    chunks = [ss.zero_suppression_levels(c, allow_empty=True) for c in (images[:1], images[1:], images[:0])]
+    chunks = [zero_suppression_levels(c, allow_empty=True) for c in (images[:1], images[1:], images[:0])]
     np.testing.assert_array_equal(np.minimum.reduce(chunks), levels)
     with pytest.raises(DataError, match="one zero-suppression level per channel"):
         ss.substructure(images, [0.1, 0.1])
