@@ -1,0 +1,527 @@
+// The CUDA fused PE + MLP (csrc/cuda/mlp_cuda.cu), run on the CPU through the emulator, against:
+//  - the CPU kernel in float64 (csrc/cpu/mlp_cpu.cpp, the executable specification);
+//  - in the float16 build, a naive float64 reference that rounds to float16 at the kernel's points
+//    (half_reference below; the same rules as inr_fast/half_reference.py, csrc/README.md).
+// Built twice by CMake: INR_EMU_HALF_IS_FLOAT ("logic": float storage, the kernel's exact algorithm,
+// must equal the CPU kernel to 1e-6) and float16 (the numerics); a third build adds ASan/UBSan.
+// Every case also checks that every output is written (NaN-poisoned) and finite, and that the result
+// is bitwise the same under three thread schedules, two grid sizes and alone vs in a batch.
+//
+// Usage: test_emu_mlp [fast|slow|asan] [--list] [--only I]   (default: fast)
+//        test_emu_mlp counters W D L N [warps]               (one MSE step, B = 1: the counters)
+#include <chrono>
+#include <cinttypes>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "inr_emu/prims.h"
+#include "inr_fast/mlp.h"
+#include "inr_fast/mlp_cuda.h"
+
+using namespace inr_fast;
+namespace cl = inr_fast::cuda_layout;
+
+#if defined(INR_EMU_HALF_IS_FLOAT)
+constexpr bool kHalf = false;
+#else
+constexpr bool kHalf = true;
+#endif
+
+namespace {
+
+struct Rng {
+  unsigned long long s;
+  double u() {  // [0, 1)
+    s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+    return double(s >> 11) / double(1ULL << 53);
+  }
+  double normal() {
+    const double u1 = u() + 1e-300, u2 = u();
+    return std::sqrt(-2 * std::log(u1)) * std::cos(2 * M_PI * u2);
+  }
+};
+
+struct Case {
+  const char* name;
+  int B, N, W, D, L;
+  MlpMode mode;
+  bool per_jet_x = false;
+  int pw = 0;          // pixel weights: 0 none, 1 (N,), 2 (B, N)
+  bool gx = false;     // backward: grad_x
+  int warps = 8;
+  bool smem_w = true;
+  int chunk_tiles = 64;  // chunk = chunk_tiles tiles
+  double wscale = 1.0;   // multiplies the first layer's weights and biases (range tests)
+  double tscale = 1.0;   // multiplies targets / grad_y (range tests)
+  bool he_init = false;  // He-uniform weights, biases U(-0.1, 0.1) (else nn.Linear's default)
+};
+
+// Everything one call produces, in float64.
+struct Out {
+  std::vector<double> y, loss, gx;
+  std::vector<std::vector<double>> gw, gb;
+};
+
+struct Problem {
+  Case c;
+  MlpLayout cpu_layout, cuda_layout;
+  std::vector<double> x, tgt, pw;  // values exactly representable in float32
+  std::vector<std::vector<double>> w, b;
+};
+
+double f32(double v) { return double(float(v)); }
+
+Problem make_problem(const Case& c, unsigned seed) {
+  Problem P;
+  P.c = c;
+  P.cpu_layout = MlpLayout::make(c.L, c.W, c.D, kMlpOutPadCpu);
+  P.cuda_layout = MlpLayout::make(c.L, c.W, c.D, kMlpOutPadCuda);
+  Rng g{0x9e3779b97f4a7c15ULL ^ (unsigned long long)seed * 0x2545F4914F6CDD1DULL};
+  for (int i = 0; i < 7; ++i) g.u();
+  const int64_t nx = (c.per_jet_x ? int64_t(c.B) : 1) * c.N * 2;
+  P.x.resize(nx);
+  for (auto& v : P.x) v = f32(2 * g.u() - 1);
+  P.tgt.resize(size_t(c.B) * c.N * 3);
+  for (auto& v : P.tgt) v = f32(c.tscale * (c.mode == MlpMode::kBackward ? g.normal() : g.u()));
+  if (c.pw) {
+    P.pw.resize(size_t(c.pw == 2 ? c.B : 1) * c.N);
+    for (auto& v : P.pw) v = f32(g.u());
+  }
+  const MlpLayout& s = P.cpu_layout;
+  P.w.resize(s.n_layers), P.b.resize(s.n_layers);
+  for (int l = 0; l < s.n_layers; ++l) {
+    const double a = c.he_init ? std::sqrt(6.0 / s.fi[l]) : 1.0 / std::sqrt(double(s.fi[l]));
+    const double ab = c.he_init ? 0.1 : a;
+    const double k = l == 0 ? c.wscale : 1.0;
+    P.w[l].resize(size_t(c.B) * s.fo[l] * s.fi[l]);
+    P.b[l].resize(size_t(c.B) * s.fo[l]);
+    for (auto& v : P.w[l]) v = f32(k * a * (2 * g.u() - 1));
+    for (auto& v : P.b[l]) v = f32(k * ab * (2 * g.u() - 1));
+  }
+  return P;
+}
+
+// One jet of a problem, as a problem of its own (B = 1).
+Problem jet_of(const Problem& P, int j) {
+  Problem Q = P;
+  const Case& c = P.c;
+  Q.c.B = 1;
+  if (c.per_jet_x) Q.x.assign(P.x.begin() + int64_t(j) * c.N * 2, P.x.begin() + int64_t(j + 1) * c.N * 2);
+  Q.tgt.assign(P.tgt.begin() + int64_t(j) * c.N * 3, P.tgt.begin() + int64_t(j + 1) * c.N * 3);
+  if (c.pw == 2) Q.pw.assign(P.pw.begin() + int64_t(j) * c.N, P.pw.begin() + int64_t(j + 1) * c.N);
+  const MlpLayout& s = P.cpu_layout;
+  for (int l = 0; l < s.n_layers; ++l) {
+    const int64_t nw = int64_t(s.fo[l]) * s.fi[l];
+    Q.w[l].assign(P.w[l].begin() + j * nw, P.w[l].begin() + (j + 1) * nw);
+    Q.b[l].assign(P.b[l].begin() + j * s.fo[l], P.b[l].begin() + (j + 1) * s.fo[l]);
+  }
+  return Q;
+}
+
+// Fills the inputs of an MlpProblem<T> from P (T-typed copies kept alive in `keep`).
+template <typename T>
+struct Bound {
+  std::vector<T> x, tgt, pw, y, loss, gx;
+  std::vector<std::vector<T>> w, b, gw, gb;
+  MlpProblem<T> p;
+  Bound(const Problem& P, const MlpLayout& layout, T init) {
+    const Case& c = P.c;
+    auto cast = [](const std::vector<double>& v) { return std::vector<T>(v.begin(), v.end()); };
+    x = cast(P.x), tgt = cast(P.tgt), pw = cast(P.pw);
+    y.assign(size_t(c.B) * c.N * 3, init);
+    loss.assign(c.B, init);
+    gx.assign(size_t(c.N) * 2, init);
+    const int L = layout.n_layers;
+    w.resize(L), b.resize(L), gw.resize(L), gb.resize(L);
+    p.mode = c.mode;
+    p.layout = layout;
+    p.n = c.N;
+    p.batch = c.B;
+    p.x = x.data();
+    p.x_jet_stride = c.per_jet_x ? 2 * c.N : 0;
+    for (int l = 0; l < L; ++l) {
+      w[l] = cast(P.w[l]), b[l] = cast(P.b[l]);
+      gw[l].assign(w[l].size(), init), gb[l].assign(b[l].size(), init);
+      p.weights[l] = w[l].data(), p.biases[l] = b[l].data();
+    }
+    if (c.mode == MlpMode::kForward) p.y = y.data();
+    if (c.mode == MlpMode::kBackward) {
+      p.grad_y = tgt.data();
+      if (c.gx) p.grad_x = gx.data();
+    }
+    if (c.mode == MlpMode::kMse) {
+      p.target = tgt.data();
+      p.loss = loss.data();
+      if (c.pw) p.pixel_weight = pw.data(), p.pw_jet_stride = c.pw == 2 ? c.N : 0;
+    }
+    if (c.mode != MlpMode::kForward)
+      for (int l = 0; l < L; ++l) p.grad_w[l] = gw[l].data(), p.grad_b[l] = gb[l].data();
+  }
+  Out out() const {
+    auto d = [](const std::vector<T>& v) { return std::vector<double>(v.begin(), v.end()); };
+    Out o;
+    o.y = d(y), o.loss = d(loss), o.gx = d(gx);
+    for (size_t l = 0; l < gw.size(); ++l) o.gw.push_back(d(gw[l])), o.gb.push_back(d(gb[l]));
+    return o;
+  }
+};
+
+Out run_cpu(const Problem& P) {
+  Bound<double> B(P, P.cpu_layout, 0.0);
+  std::vector<double> ws(cpu::mlp_workspace_size(B.p, 1) + 1, 0.0);
+  cpu::mlp_chunk<double>(B.p, 0, 1, ws.data());
+  cpu::mlp_reduce<double>(B.p, 1, ws.data());
+  return B.out();
+}
+
+cl::Config config_of(const Case& c, int max_blocks) {
+  cl::Config cfg;
+  cfg.warps = c.warps;
+  cfg.smem_weights = c.smem_w;
+  cfg.chunk_coords = int64_t(c.chunk_tiles) * cl::tile(cfg);
+  cfg.max_blocks = max_blocks;
+  return cfg;
+}
+
+int g_failures = 0;
+
+Out run_emulated(const Problem& P, int policy, int max_blocks) {
+  shim::g_policy = policy;
+  shim::g_seed = 12345u + unsigned(policy);
+  Bound<float> B(P, P.cuda_layout, std::nanf(""));
+  const cl::Config cfg = config_of(P.c, max_blocks);
+  const int64_t wsf = cuda::mlp_cuda_workspace_floats(B.p, cfg);
+  float* ws = static_cast<float*>(::operator new(size_t(wsf) * 4 + 4, std::align_val_t(256)));
+  std::memset(ws, 0xff, size_t(wsf) * 4);  // like uninitialised device memory (NaN)
+  const int rc = cuda::mlp_cuda_run(B.p, cfg, ws, nullptr);
+  ::operator delete(ws, std::align_val_t(256));
+  if (rc != 0) {
+    std::printf("  mlp_cuda_run returned %d\n", rc);
+    ++g_failures;
+  }
+  return B.out();
+}
+
+// ------------------------------------------------------------------------------------------ half reference
+// float16 rounding: storage (weights, encoding: true float16) and the kernel's scaled conversion of
+// activations and deltas (float16 significand, unbounded exponent).
+double store_half(double v) { return double(static_cast<_Float16>(static_cast<float>(v))); }
+double round_half(double v) {
+  if (v == 0 || !std::isfinite(v)) return v;
+  int e;
+  const double m = std::frexp(v, &e);
+  return std::ldexp(std::nearbyint(m * 2048.0) / 2048.0, e);
+}
+
+Out half_reference(const Problem& P) {
+  const Case& c = P.c;
+  const MlpLayout& s = P.cpu_layout;
+  const int L = s.n_layers, F = s.fi[0];
+  Out o;
+  o.y.assign(size_t(c.B) * c.N * 3, 0.0);
+  o.loss.assign(c.B, 0.0);
+  o.gx.assign(size_t(c.N) * 2, 0.0);
+  o.gw.resize(L), o.gb.resize(L);
+  for (int l = 0; l < L; ++l) o.gw[l].assign(P.w[l].size(), 0.0), o.gb[l].assign(P.b[l].size(), 0.0);
+  std::vector<std::vector<double>> a(L);  // a[l]: input of layer l (fi values) of one coordinate
+  std::vector<double> d, dn, wh;
+  for (int b = 0; b < c.B; ++b) {
+    std::vector<std::vector<double>> W(L);
+    for (int l = 0; l < L; ++l) {
+      W[l].resize(size_t(s.fo[l]) * s.fi[l]);
+      for (size_t e = 0; e < W[l].size(); ++e) W[l][e] = store_half(P.w[l][b * W[l].size() + e]);
+    }
+    for (int n = 0; n < c.N; ++n) {
+      const double* xn = P.x.data() + (c.per_jet_x ? int64_t(b) * c.N * 2 : 0) + 2 * n;
+      a[0].assign(F, 0.0);
+      a[0][0] = store_half(xn[0]), a[0][1] = store_half(xn[1]);
+      for (int k = 0; k < c.L; ++k)
+        for (int cc = 0; cc < 2; ++cc) {
+          const double r = reduce_period2(std::ldexp(xn[cc], k));
+          a[0][2 + 4 * k + cc] = store_half(std::sin(M_PI * r));
+          a[0][4 + 4 * k + cc] = store_half(std::cos(M_PI * r));
+        }
+      std::vector<double> z;
+      for (int l = 0; l < L; ++l) {
+        z.assign(s.fo[l], 0.0);
+        for (int oo = 0; oo < s.fo[l]; ++oo) {
+          double acc = P.b[l][int64_t(b) * s.fo[l] + oo];
+          for (int i = 0; i < s.fi[l]; ++i) acc += W[l][size_t(oo) * s.fi[l] + i] * a[l][i];
+          z[oo] = acc;
+        }
+        if (l + 1 < L) {
+          a[l + 1].resize(s.fo[l]);
+          for (int oo = 0; oo < s.fo[l]; ++oo) a[l + 1][oo] = round_half(z[oo] > 0 ? z[oo] : 0.0);
+        }
+      }
+      const int64_t row = (int64_t(b) * c.N + n) * 3;
+      if (c.mode == MlpMode::kForward) {
+        for (int cc = 0; cc < 3; ++cc) o.y[row + cc] = z[cc];
+        continue;
+      }
+      d.assign(3, 0.0);
+      for (int cc = 0; cc < 3; ++cc) {
+        if (c.mode == MlpMode::kBackward) {
+          d[cc] = P.tgt[row + cc];
+        } else {
+          const double w = c.pw ? P.pw[(c.pw == 2 ? int64_t(b) * c.N : 0) + n] : 1.0;
+          const double r = z[cc] - P.tgt[row + cc];
+          d[cc] = 2 * w * r / (3.0 * c.N);
+          o.loss[b] += w * r * r / (3.0 * c.N);
+        }
+      }
+      for (int l = L - 1; l >= 0; --l) {
+        const int fo = s.fo[l], fi = s.fi[l];
+        std::vector<double> dh(fo);
+        for (int oo = 0; oo < fo; ++oo) {
+          o.gb[l][int64_t(b) * fo + oo] += d[oo];
+          dh[oo] = round_half(d[oo]);
+          for (int i = 0; i < fi; ++i) o.gw[l][(int64_t(b) * fo + oo) * fi + i] += dh[oo] * a[l][i];
+        }
+        if (l == 0 && !(c.mode == MlpMode::kBackward && c.gx)) break;
+        dn.assign(fi, 0.0);
+        for (int i = 0; i < fi; ++i) {
+          double acc = 0;
+          for (int oo = 0; oo < fo; ++oo) acc += W[l][size_t(oo) * fi + i] * dh[oo];
+          dn[i] = (l == 0 || a[l][i] > 0) ? acc : 0.0;
+        }
+        if (l > 0) {
+          d = dn;
+          continue;
+        }
+        for (int cc = 0; cc < 2; ++cc) {
+          double acc = dn[cc];
+          for (int k = 0; k < c.L; ++k) {
+            const double r = reduce_period2(std::ldexp(xn[cc], k));
+            acc += std::ldexp(M_PI, k) * (dn[2 + 4 * k + cc] * std::cos(M_PI * r) - dn[4 + 4 * k + cc] * std::sin(M_PI * r));
+          }
+          o.gx[2 * int64_t(n) + cc] += acc;
+        }
+      }
+    }
+  }
+  return o;
+}
+
+// ------------------------------------------------------------------------------------------ comparison
+double norm_rel(const std::vector<double>& a, const std::vector<double>& r) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) num += (a[i] - r[i]) * (a[i] - r[i]), den += r[i] * r[i];
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+bool all_finite(const std::vector<double>& a) {
+  for (double v : a)
+    if (!std::isfinite(v)) return false;
+  return true;
+}
+
+// The tensors a mode produces, with names.
+std::vector<std::pair<std::string, const std::vector<double>*>> tensors(const Out& o, const Case& c, int n_layers) {
+  std::vector<std::pair<std::string, const std::vector<double>*>> t;
+  if (c.mode == MlpMode::kForward) t.push_back({"y", &o.y});
+  if (c.mode != MlpMode::kForward)
+    for (int l = 0; l < n_layers; ++l) {
+      t.push_back({"gW" + std::to_string(l), &o.gw[l]});
+      t.push_back({"gb" + std::to_string(l), &o.gb[l]});
+    }
+  if (c.mode == MlpMode::kMse) t.push_back({"loss", &o.loss});
+  if (c.mode == MlpMode::kBackward && c.gx) t.push_back({"gx", &o.gx});
+  return t;
+}
+
+bool bitwise_equal(const Out& a, const Out& b, const Case& c, int n_layers) {
+  auto ta = tensors(a, c, n_layers), tb = tensors(b, c, n_layers);
+  for (size_t i = 0; i < ta.size(); ++i)
+    if (std::memcmp(ta[i].second->data(), tb[i].second->data(), ta[i].second->size() * 8) != 0) return false;
+  return true;
+}
+
+// Tolerances (csrc/README.md, "CUDA numerics"): logic build vs the CPU kernel; float16 build vs the
+// float16 reference; float16 build vs float64: at most 1.5x the float16 reference's own deviation
+// from float64 plus 1e-3 (the error the float16 design predicts for these very inputs).
+constexpr double kTolLogic = 1e-6;
+constexpr int64_t kRealSmemOptin = 227 * 1024;
+constexpr double kTolHalfRef = 1e-3;
+constexpr double kHalfVsFloatFactor = 1.5, kHalfVsFloatSlack = 1e-3;
+
+void run_case(int index, const Case& c, bool full_checks) {
+  const Problem P = make_problem(c, unsigned(index) + 1);
+  // Only configurations a real H100/H200 can launch (float16 shared-memory sizes, 227 KB).
+  const int64_t smem16 = cl::smem_layout(P.cuda_layout, config_of(c, 0), c.mode != MlpMode::kForward, 2).bytes;
+  if (smem16 > kRealSmemOptin) {
+    std::printf("FAIL [%2d] %s: %lld bytes of shared memory, more than a GPU allows\n", index, c.name,
+                (long long)smem16);
+    ++g_failures;
+    return;
+  }
+  const int L = P.cpu_layout.n_layers;
+  const auto t0 = std::chrono::steady_clock::now();
+  const Out ref = run_cpu(P);
+  const Out emu = run_emulated(P, shim::kAscending, 0);
+  bool ok = true;
+  std::string why;
+  // determinism: schedules, grid size, batch membership
+  if (full_checks) {
+    const Out desc = run_emulated(P, shim::kDescending, 0);
+    const Out rnd = run_emulated(P, shim::kRandom, 3);
+    if (!bitwise_equal(emu, desc, c, L) || !bitwise_equal(emu, rnd, c, L)) ok = false, why += " SCHEDULE/GRID-DEPENDENT";
+    if (c.B > 1 && !(c.mode == MlpMode::kBackward && c.gx)) {  // grad_x sums over jets
+      const int j = c.B - 1;
+      const Problem Q = jet_of(P, j);
+      const Out one = run_emulated(Q, shim::kAscending, 0);
+      const MlpLayout& s = P.cpu_layout;
+      bool same = true;
+      if (c.mode == MlpMode::kForward)
+        same = std::memcmp(one.y.data(), emu.y.data() + int64_t(j) * c.N * 3, size_t(c.N) * 3 * 8) == 0;
+      else
+        for (int l = 0; l < L; ++l) {
+          const int64_t nw = int64_t(s.fo[l]) * s.fi[l];
+          same = same && std::memcmp(one.gw[l].data(), emu.gw[l].data() + j * nw, size_t(nw) * 8) == 0;
+          same = same && std::memcmp(one.gb[l].data(), emu.gb[l].data() + j * s.fo[l], size_t(s.fo[l]) * 8) == 0;
+        }
+      if (!same) ok = false, why += " BATCH-DEPENDENT";
+    }
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  Out href;
+  if (kHalf) href = half_reference(P);
+  double worst = 0, worst_ref = 0;
+  std::string detail;
+  auto te = tensors(emu, c, L), tr = tensors(ref, c, L);
+  std::vector<std::pair<std::string, const std::vector<double>*>> th;
+  if (kHalf) th = tensors(href, c, L);
+  for (size_t i = 0; i < te.size(); ++i) {
+    const auto& [name, a] = te[i];
+    if (!all_finite(*a)) ok = false, why += " NON-FINITE/UNWRITTEN(" + name + ")";
+    const double e = norm_rel(*a, *tr[i].second);
+    char buf[160];
+    if (!kHalf) {
+      worst = std::max(worst, e);
+      if (e > kTolLogic) ok = false, why += " " + name;
+      std::snprintf(buf, sizeof buf, " %s:%.1e", name.c_str(), e);
+    } else {
+      const double eh = norm_rel(*a, *th[i].second);     // vs the float16 reference
+      const double eref = norm_rel(*th[i].second, *tr[i].second);  // the design's own error
+      const double tol = kHalfVsFloatFactor * eref + kHalfVsFloatSlack;
+      worst = std::max(worst, eh);
+      worst_ref = std::max(worst_ref, e);
+      if (eh > kTolHalfRef) ok = false, why += " " + name + "(vs half ref)";
+      if (e > tol) ok = false, why += " " + name + "(vs float64)";
+      std::snprintf(buf, sizeof buf, " %s:%.1e/%.1e/%.1e", name.c_str(), eh, e, eref);
+    }
+    detail += buf;
+  }
+  if (!ok) ++g_failures;
+  std::printf("%s [%2d] %-22s B=%d N=%d W=%d D=%d L=%d mode=%d warps=%d smem_w=%d chunk=%d: %s %.1e%s%s  [%.1fs]\n",
+              ok ? "ok  " : "FAIL", index, c.name, c.B, c.N, c.W, c.D, c.L, int(c.mode), c.warps, int(c.smem_w),
+              c.chunk_tiles, kHalf ? "max vs half-ref" : "max vs CPU", worst,
+              kHalf ? (" (vs float64 " + std::to_string(worst_ref).substr(0, 8) + ")").c_str() : "", why.c_str(), secs);
+  if (!ok || std::getenv("EMU_DETAIL")) std::printf("      %s\n", detail.c_str());
+}
+
+using M = MlpMode;
+
+std::vector<Case> fast_cases() {
+  std::vector<Case> v = {
+      // name, B, N, W, D, L, mode, per_jet_x, pw, gx, warps, smem_w, chunk_tiles
+      {"fwd-w16", 2, 100, 16, 1, 10, M::kForward},
+      {"bwd-w16-gx", 2, 100, 16, 1, 10, M::kBackward, false, 0, true},
+      {"mse-w16-pw", 2, 100, 16, 2, 10, M::kMse, false, 1},
+      {"mse-tiny-N", 3, 7, 16, 1, 10, M::kMse},
+      {"fwd-w32-L0", 2, 70, 32, 2, 0, M::kForward},
+      {"bwd-w32-D8-L0-gx", 1, 40, 32, 8, 0, M::kBackward, false, 0, true},
+      {"mse-w64-D3-perjet", 2, 77, 64, 3, 10, M::kMse, true, 2},
+      {"mse-w64-D3-chunks", 2, 130, 64, 3, 10, M::kMse, false, 1, false, 2, true, 1},
+      {"bwd-w64-global-w", 2, 65, 64, 2, 10, M::kBackward, false, 0, true, 4, false, 1},
+      {"mse-w128-D2-L20", 1, 40, 128, 2, 20, M::kMse, false, 0, false, 2},
+      {"bwd-w128-D3-ovfl", 1, 33, 128, 3, 10, M::kBackward, false, 0, false, 2},
+      {"mse-w64-D8-ovfl", 1, 50, 64, 8, 10, M::kMse, false, 1, false, 4, false, 1},
+      {"fwd-w128-D8-L20", 1, 40, 128, 8, 20, M::kForward, false, 0, false, 2, false},
+      {"mse-w32-1warp-glob", 2, 45, 32, 3, 10, M::kMse, true, 2, false, 1, false, 2},
+  };
+  Case r1 = {"range-big-activations", 2, 60, 64, 2, 10, M::kMse, false, 0, false, 4};
+  r1.wscale = 3000.0;  // activations ~1e5 > 65,504: the per-tile scaling must keep them finite
+  r1.tscale = 1e4;
+  v.push_back(r1);
+  Case r2 = {"range-tiny-deltas", 2, 60, 32, 3, 10, M::kMse, false, 1, false, 4};
+  r2.tscale = 1e-6;  // MSE deltas ~1e-9, far below float16's normal range before scaling
+  r2.he_init = true;
+  v.push_back(r2);
+  Case r3 = {"he-init-bwd-L0", 1, 40, 32, 8, 0, M::kBackward, false, 0, true, 2};
+  r3.he_init = true;
+  v.push_back(r3);
+  return v;
+}
+
+std::vector<Case> slow_cases() {  // replicas of tests/test_fused.py's GPU cases (N = 15,625)
+  return {
+      {"gpu-bwd-3x15625-w64", 3, 15625, 64, 3, 10, M::kBackward, false, 0, true},
+      {"gpu-mse-4x15625-w64", 4, 15625, 64, 3, 10, M::kMse, false, 1},
+      {"gpu-mse-4x15625-w128", 4, 15625, 128, 2, 10, M::kMse, false, 1},
+      {"gpu-mse-4x15625-w32", 4, 15625, 32, 8, 10, M::kMse, false, 1},
+      {"gpu-bwd-2x100-w128-D8", 2, 100, 128, 8, 10, M::kBackward, false, 0, true},
+      {"gpu-mse-perjet-3x1000", 3, 1000, 64, 3, 10, M::kMse, true, 2},
+  };
+}
+
+std::vector<Case> asan_cases() {
+  std::vector<Case> v = fast_cases();
+  return {v[1], v[6], v[7], v[8], v[10], v[11], v[13]};
+}
+
+// One MSE step of one jet with counting on: the numbers BENCHMARKS.md's roofline uses.
+int counters(int W, int D, int L, int N, int warps) {
+  Case c = {"counters", 1, N, W, D, L, M::kMse, false, 0, false, warps};
+  cl::Config cfg;
+  cfg.warps = warps;
+  c.chunk_tiles = int(cl::kChunkCoords / cl::tile(cfg));
+  const Problem P = make_problem(c, 1);
+  shim::g_count_smem = true;
+  shim::g_count = shim::Counters();
+  const auto t0 = std::chrono::steady_clock::now();
+  run_emulated(P, shim::kAscending, 0);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const shim::Counters& k = shim::g_count;
+  const Bound<float> B(P, P.cuda_layout, 0.0f);
+  std::printf(
+      "counters W=%d D=%d L=%d N=%d B=1 warps=%d smem=%" PRId64 " chunks=%" PRId64
+      ": global_read=%lld global_write=%lld smem_wavefronts=%lld smem_ideal=%lld smem_bytes=%lld "
+      "barriers=%lld mma=%lld ldmatrix=%lld blocks=%lld launches=%lld [%.1fs]\n",
+      W, D, L, N, warps, cuda::mlp_cuda_smem_bytes(B.p, cfg), cl::n_chunks(N, cfg), k.global_read, k.global_write,
+      k.smem_wavefronts, k.smem_ideal_wavefronts, k.smem_bytes, k.barriers, k.mma, k.ldmatrix, k.blocks, k.launches,
+      secs);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // The logic build stores float16 data as 4-byte floats: its shared memory is larger by that much.
+  shim::g_device.smem_optin = int(kRealSmemOptin * int64_t(sizeof(half)) / 2);
+  shim::g_device.smem_per_sm = int((228 * 1024) * int64_t(sizeof(half)) / 2);
+  std::string suite = argc > 1 ? argv[1] : "fast";
+  if (suite == "counters") {
+    if (argc < 6) return std::fprintf(stderr, "usage: %s counters W D L N [warps]\n", argv[0]), 2;
+    return counters(std::atoi(argv[2]), std::atoi(argv[3]), std::atoi(argv[4]), std::atoi(argv[5]),
+                    argc > 6 ? std::atoi(argv[6]) : 8);
+  }
+  std::vector<Case> cases = suite == "slow" ? slow_cases() : suite == "asan" ? asan_cases() : fast_cases();
+  int only = -1;
+  for (int i = 2; i < argc; ++i)
+    if (std::strcmp(argv[i], "--only") == 0 && i + 1 < argc) only = std::atoi(argv[++i]);
+  std::printf("emulated CUDA fused MLP, %s build, %s suite (%zu cases)\n", kHalf ? "float16" : "logic (float)",
+              suite.c_str(), cases.size());
+  // One case with the shared-memory wavefront accounting on: every counted access must be uniform.
+  for (size_t i = 0; i < cases.size(); ++i) {
+    if (only >= 0 && int(i) != only) continue;
+    shim::g_count_smem = i == 0;
+    run_case(int(i), cases[i], suite != "slow");
+  }
+  std::printf("%zu cases, %d failed\n", only >= 0 ? size_t(1) : cases.size(), g_failures);
+  return g_failures ? 1 : 0;
+}
