@@ -217,6 +217,15 @@ struct FragWalk {
   }
 };
 
+// Where element e (C layout) of weight-gradient fragment (l, m, n) lives in a chunk slot: grad W of
+// layer l is stored (fo_p, fi_p) row-major at w_off[l]; the fragment holds grad W^T rows
+// i = 16 m + g (+8) and columns o = 8 n + 2 q (+1). Lanes of equal q write 8 consecutive floats.
+__device__ __forceinline__ int64_t slot_index(const MlpLayout& s, int l, int m, int n, int e) {
+  const int lane = threadIdx.x % 32, g = lane >> 2, q = lane & 3;
+  const int i = m * 16 + g + (e >> 1) * 8, o = n * 8 + 2 * q + (e & 1);
+  return s.w_off[l] + int64_t(o) * s.fi_p[l] + i;
+}
+
 __device__ __forceinline__ void frag_range(const MlpLayout& s, int nw, int warp, int& lo, int& hi) {
   const int total = cl::gw_frags_total(s);
   lo = total * warp / nw;
@@ -532,9 +541,8 @@ __device__ void run_tile(const Args& A, const Smem& S, int64_t b, int64_t tile, 
     float t[4];
     gw_fragment(t, acache, S.dlt[fw.l], cl::pitch(s.fo_p[fw.l]), fw.n, nw);
     const float inv = 1.0f / (S.scl_a[fw.l] * S.scl_d[fw.l]);
-    const int fo = s.fo_p[fw.l];
     for (int e = 0; e < 4; ++e) {
-      float* at = slot + s.w_off[fw.l] + int64_t(fw.m * 16 + g + (e >> 1) * 8) * fo + fw.n * 8 + 2 * q + (e & 1);
+      float* at = slot + slot_index(s, fw.l, fw.m, fw.n, e);
       st_global(at, ld_global(at) + t[e] * inv);
     }
     fw.next(s);
@@ -544,14 +552,13 @@ __device__ void run_tile(const Args& A, const Smem& S, int64_t b, int64_t tile, 
 // ---------------------------------------------------------------------------------- kernels
 
 template <int W>
-__global__ void __launch_bounds__(cl::kMaxWarps * 32) mlp_main_kernel(Args A) {
+__global__ void __launch_bounds__(cl::kMaxWarps * 32) mlp_main_kernel(const __grid_constant__ Args A) {
   INR_DYNAMIC_SMEM(smem_raw);
   const MlpProblem<float>& p = A.p;
   const MlpLayout& s = p.layout;
   const bool grads = p.mode != MlpMode::kForward;
   const Smem S = carve(s, A.cfg, grads, smem_raw);
-  const int nw = A.cfg.warps, T = kRows * nw, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int g = lane >> 2, q = lane & 3;
+  const int nw = A.cfg.warps, T = kRows * nw, warp = threadIdx.x / 32;
   const int64_t ntiles = (p.n + T - 1) / T, tiles_per_chunk = A.cfg.chunk_coords / T;
   const int64_t items = p.batch * A.n_chunks;
   const half* wsrc[kMlpMaxLayers];
@@ -595,10 +602,7 @@ __global__ void __launch_bounds__(cl::kMaxWarps * 32) mlp_main_kernel(Args A) {
       fw.start(s, lo);
       for (int f = lo; f < hi; ++f, fw.next(s))  // zero the slot's part of the overflow fragments
         if (f >= lo + kAcc)
-          for (int e = 0; e < 4; ++e)
-            st_global(slot + s.w_off[fw.l] + int64_t(fw.m * 16 + g + (e >> 1) * 8) * s.fo_p[fw.l] + fw.n * 8 +
-                          2 * q + (e & 1),
-                      0.0f);
+          for (int e = 0; e < 4; ++e) st_global(slot + slot_index(s, fw.l, fw.m, fw.n, e), 0.0f);
     }
     __syncthreads();
     for (int64_t tile = t0; tile < t1; ++tile) {
@@ -612,10 +616,7 @@ __global__ void __launch_bounds__(cl::kMaxWarps * 32) mlp_main_kernel(Args A) {
 #pragma unroll
     for (int j = 0; j < kAcc; ++j)
       if (lo + j < hi) {
-        for (int r = 0; r < 2; ++r)
-          st_global(reinterpret_cast<float2*>(slot + s.w_off[fw.l] +
-                                              int64_t(fw.m * 16 + g + r * 8) * s.fo_p[fw.l] + fw.n * 8 + 2 * q),
-                    make_float2(cs.gw[j][2 * r], cs.gw[j][2 * r + 1]));
+        for (int e = 0; e < 4; ++e) st_global(slot + slot_index(s, fw.l, fw.m, fw.n, e), cs.gw[j][e]);
         fw.next(s);
       }
     __syncthreads();  // every warp's bias partials are complete
@@ -659,10 +660,10 @@ __global__ void reduce_kernel(MlpProblem<float> p, int64_t n_chunks, const float
   for (int64_t e = threadIdx.x; e <= s.w_total + s.b_total; e += blockDim.x) {
     float acc = 0.0f;
     for (int64_t c = 0; c < n_chunks; ++c) acc += ld_global(base + c * slot + e);
-    if (e < s.w_total) {  // grad W^T element (i, o) of layer l
+    if (e < s.w_total) {  // grad W element (o, i) of layer l
       const int l = layer_of(s.w_off, s.n_layers, e);
       const int64_t r = e - s.w_off[l];
-      const int i = int(r / s.fo_p[l]), o = int(r % s.fo_p[l]);
+      const int o = int(r / s.fi_p[l]), i = int(r % s.fi_p[l]);
       if (o < s.fo[l] && i < s.fi[l]) st_global(p.grad_w[l] + (b * s.fo[l] + o) * s.fi[l] + i, acc);
     } else if (e < s.w_total + s.b_total) {
       const int64_t r = e - s.w_total;

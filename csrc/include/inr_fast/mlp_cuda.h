@@ -14,11 +14,12 @@ namespace cuda_layout {
 constexpr int kWarpRows = 16;           // coordinates per warp: one m16 row block of mma.m16n8k16
 constexpr int kMaxWarps = 8;            // warps per block; a tile is kWarpRows x warps coordinates
 constexpr int kAccFrags = 16;           // weight-gradient fragments (16 x 8 float) a warp keeps in registers
-constexpr int kPad = 8;                 // row pitch = columns + 8 halves: conflict-free mma/ldmatrix access
+constexpr int kPad = 8;                 // row pitch = columns (rounded to 16) + 8 halves: an odd multiple of
+                                        // 16 bytes, so mma-fragment and ldmatrix accesses are conflict-free
 constexpr int64_t kChunkCoords = 8192;  // coordinates per chunk (one block's gradient partial)
 
-INR_HD int pitch(int cols) { return cols + kPad; }
 INR_HD int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+INR_HD int pitch(int cols) { return int(round_up(cols, 16)) + kPad; }
 
 // How a call is cut into blocks. Chosen by choose_config from the shape and the device's shared
 // memory; every field may be set by hand (the emulated tests do).
@@ -48,7 +49,7 @@ INR_HD int gw_frags_total(const MlpLayout& s) {
   return t;
 }
 
-// One chunk's float32 partial result: [grad W^T per layer, (fi_p, fo_p) row-major at w_off[l] |
+// One chunk's float32 partial result: [grad W per layer, (fo_p, fi_p) row-major at w_off[l] |
 // grad b (b_total) | loss], padded to 64 floats.
 INR_HD int64_t slot_floats(const MlpLayout& s) { return round_up(s.w_total + s.b_total + 1, 64); }
 

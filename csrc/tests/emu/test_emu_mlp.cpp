@@ -8,7 +8,8 @@
 // is bitwise the same under three thread schedules, two grid sizes and alone vs in a batch.
 //
 // Usage: test_emu_mlp [fast|slow|asan] [--list] [--only I]   (default: fast)
-//        test_emu_mlp counters W D L N [warps]               (one MSE step, B = 1: the counters)
+//        test_emu_mlp counters W D L N [warps]               (one MSE step, B = 1: the counters;
+//                                                             warps 0: the binding's configuration)
 #include <chrono>
 #include <cinttypes>
 #include <cmath>
@@ -52,9 +53,9 @@ struct Case {
   bool per_jet_x = false;
   int pw = 0;          // pixel weights: 0 none, 1 (N,), 2 (B, N)
   bool gx = false;     // backward: grad_x
-  int warps = 8;
+  int warps = 8;         // 0: the binding's choice on an H100/H200 (cuda_layout::choose_config)
   bool smem_w = true;
-  int chunk_tiles = 64;  // chunk = chunk_tiles tiles
+  int chunk_tiles = 64;  // chunk = chunk_tiles tiles (warps = 0: cuda_layout::kChunkCoords)
   double wscale = 1.0;   // multiplies the first layer's weights and biases (range tests)
   double tscale = 1.0;   // multiplies targets / grad_y (range tests)
   bool he_init = false;  // He-uniform weights, biases U(-0.1, 0.1) (else nn.Linear's default)
@@ -178,11 +179,18 @@ Out run_cpu(const Problem& P) {
   return B.out();
 }
 
+constexpr int64_t kRealSmemOptin = 227 * 1024;  // H100 / H200
+
 cl::Config config_of(const Case& c, int max_blocks) {
   cl::Config cfg;
-  cfg.warps = c.warps;
-  cfg.smem_weights = c.smem_w;
-  cfg.chunk_coords = int64_t(c.chunk_tiles) * cl::tile(cfg);
+  if (c.warps == 0) {
+    const MlpLayout s = MlpLayout::make(c.L, c.W, c.D, kMlpOutPadCuda);
+    cfg = cl::choose_config(s, c.mode != MlpMode::kForward, kRealSmemOptin);
+  } else {
+    cfg.warps = c.warps;
+    cfg.smem_weights = c.smem_w;
+    cfg.chunk_coords = int64_t(c.chunk_tiles) * cl::tile(cfg);
+  }
   cfg.max_blocks = max_blocks;
   return cfg;
 }
@@ -345,7 +353,6 @@ bool bitwise_equal(const Out& a, const Out& b, const Case& c, int n_layers) {
 // float16 reference; float16 build vs float64: at most 1.5x the float16 reference's own deviation
 // from float64 plus 1e-3 (the error the float16 design predicts for these very inputs).
 constexpr double kTolLogic = 1e-6;
-constexpr int64_t kRealSmemOptin = 227 * 1024;
 constexpr double kTolHalfRef = 1e-3;
 constexpr double kHalfVsFloatFactor = 1.5, kHalfVsFloatSlack = 1e-3;
 
@@ -417,9 +424,10 @@ void run_case(int index, const Case& c, bool full_checks) {
     detail += buf;
   }
   if (!ok) ++g_failures;
-  std::printf("%s [%2d] %-22s B=%d N=%d W=%d D=%d L=%d mode=%d warps=%d smem_w=%d chunk=%d: %s %.1e%s%s  [%.1fs]\n",
-              ok ? "ok  " : "FAIL", index, c.name, c.B, c.N, c.W, c.D, c.L, int(c.mode), c.warps, int(c.smem_w),
-              c.chunk_tiles, kHalf ? "max vs half-ref" : "max vs CPU", worst,
+  const cl::Config cfg = config_of(c, 0);
+  std::printf("%s [%2d] %-22s B=%d N=%d W=%d D=%d L=%d mode=%d warps=%d smem_w=%d chunk=%lld: %s %.1e%s%s  [%.1fs]\n",
+              ok ? "ok  " : "FAIL", index, c.name, c.B, c.N, c.W, c.D, c.L, int(c.mode), cfg.warps,
+              int(cfg.smem_weights), (long long)cfg.chunk_coords, kHalf ? "max vs half-ref" : "max vs CPU", worst,
               kHalf ? (" (vs float64 " + std::to_string(worst_ref).substr(0, 8) + ")").c_str() : "", why.c_str(), secs);
   if (!ok || std::getenv("EMU_DETAIL")) std::printf("      %s\n", detail.c_str());
 }
@@ -458,14 +466,16 @@ std::vector<Case> fast_cases() {
   return v;
 }
 
-std::vector<Case> slow_cases() {  // replicas of tests/test_fused.py's GPU cases (N = 15,625)
+std::vector<Case> slow_cases() {  // replicas of tests/test_fused.py's GPU cases, as the binding runs them
   return {
-      {"gpu-bwd-3x15625-w64", 3, 15625, 64, 3, 10, M::kBackward, false, 0, true},
-      {"gpu-mse-4x15625-w64", 4, 15625, 64, 3, 10, M::kMse, false, 1},
-      {"gpu-mse-4x15625-w128", 4, 15625, 128, 2, 10, M::kMse, false, 1},
-      {"gpu-mse-4x15625-w32", 4, 15625, 32, 8, 10, M::kMse, false, 1},
-      {"gpu-bwd-2x100-w128-D8", 2, 100, 128, 8, 10, M::kBackward, false, 0, true},
-      {"gpu-mse-perjet-3x1000", 3, 1000, 64, 3, 10, M::kMse, true, 2},
+      {"gpu-bwd-3x15625-w64", 3, 15625, 64, 3, 10, M::kBackward, false, 0, true, 0},
+      {"gpu-mse-4x15625-w64", 4, 15625, 64, 3, 10, M::kMse, false, 1, false, 0},
+      {"gpu-mse-4x15625-w128", 4, 15625, 128, 2, 10, M::kMse, false, 1, false, 0},
+      {"gpu-mse-4x15625-w32", 4, 15625, 32, 8, 10, M::kMse, false, 1, false, 0},
+      {"gpu-bwd-2x100-w128-D8", 2, 100, 128, 8, 10, M::kBackward, false, 0, true, 0},
+      {"gpu-bwd-3x7-w16", 3, 7, 16, 1, 10, M::kBackward, false, 0, true, 0},
+      {"gpu-mse-perjet-3x1000", 3, 1000, 64, 3, 10, M::kMse, true, 2, false, 0},
+      {"gpu-fwd-2x999-w64", 2, 999, 64, 2, 10, M::kForward, false, 0, false, 0},
   };
 }
 
@@ -477,9 +487,12 @@ std::vector<Case> asan_cases() {
 // One MSE step of one jet with counting on: the numbers BENCHMARKS.md's roofline uses.
 int counters(int W, int D, int L, int N, int warps) {
   Case c = {"counters", 1, N, W, D, L, M::kMse, false, 0, false, warps};
-  cl::Config cfg;
-  cfg.warps = warps;
-  c.chunk_tiles = int(cl::kChunkCoords / cl::tile(cfg));
+  if (warps > 0) {
+    cl::Config t;
+    t.warps = warps;
+    c.chunk_tiles = int(cl::kChunkCoords / cl::tile(t));
+  }
+  const cl::Config cfg = config_of(c, 0);
   const Problem P = make_problem(c, 1);
   shim::g_count_smem = true;
   shim::g_count = shim::Counters();
@@ -489,10 +502,11 @@ int counters(int W, int D, int L, int N, int warps) {
   const shim::Counters& k = shim::g_count;
   const Bound<float> B(P, P.cuda_layout, 0.0f);
   std::printf(
-      "counters W=%d D=%d L=%d N=%d B=1 warps=%d smem=%" PRId64 " chunks=%" PRId64
-      ": global_read=%lld global_write=%lld smem_wavefronts=%lld smem_ideal=%lld smem_bytes=%lld "
+      "counters W=%d D=%d L=%d N=%d B=1 warps=%d smem_weights=%d smem=%" PRId64 " chunks=%" PRId64
+      ": global_read=%lld global_write=%lld read_sectors=%lld write_sectors=%lld smem_wavefronts=%lld smem_ideal=%lld smem_bytes=%lld "
       "barriers=%lld mma=%lld ldmatrix=%lld blocks=%lld launches=%lld [%.1fs]\n",
-      W, D, L, N, warps, cuda::mlp_cuda_smem_bytes(B.p, cfg), cl::n_chunks(N, cfg), k.global_read, k.global_write,
+      W, D, L, N, cfg.warps, int(cfg.smem_weights), cuda::mlp_cuda_smem_bytes(B.p, cfg), cl::n_chunks(N, cfg),
+      k.global_read, k.global_write, k.global_read_sectors, k.global_write_sectors,
       k.smem_wavefronts, k.smem_ideal_wavefronts, k.smem_bytes, k.barriers, k.mma, k.ldmatrix, k.blocks, k.launches,
       secs);
   return 0;
@@ -508,7 +522,7 @@ int main(int argc, char** argv) {
   if (suite == "counters") {
     if (argc < 6) return std::fprintf(stderr, "usage: %s counters W D L N [warps]\n", argv[0]), 2;
     return counters(std::atoi(argv[2]), std::atoi(argv[3]), std::atoi(argv[4]), std::atoi(argv[5]),
-                    argc > 6 ? std::atoi(argv[6]) : 8);
+                    argc > 6 ? std::atoi(argv[6]) : 0);
   }
   std::vector<Case> cases = suite == "slow" ? slow_cases() : suite == "asan" ? asan_cases() : fast_cases();
   int only = -1;

@@ -68,23 +68,23 @@ inline void complete_mma(WarpSlot& s) {
 }
 
 // Shared-memory bank accounting of one warp-wide access: 32 banks of 4 bytes; a wavefront serves one
-// 4-byte word per bank (any number of lanes reading that word).
+// 4-byte word per bank (any number of lanes reading that word). `ideal`: the wavefronts the same
+// distinct words would take without bank conflicts.
 inline void count_wavefronts(const std::vector<std::pair<long, int>>& acc) {
   std::map<int, std::vector<long>> bank_words;
-  long bytes = 0;
+  long words = 0;
   for (const auto& [off, n] : acc) {
     if (n <= 0) continue;
-    bytes += n;
     for (long w = off / 4; w <= (off + n - 1) / 4; ++w) {
       auto& v = bank_words[int(w % 32)];
-      if (std::find(v.begin(), v.end(), w) == v.end()) v.push_back(w);
+      if (std::find(v.begin(), v.end(), w) == v.end()) v.push_back(w), ++words;
     }
   }
   long wf = 0;
-  for (const auto& [bank, words] : bank_words) wf = std::max<long>(wf, long(words.size()));
+  for (const auto& [bank, ws] : bank_words) wf = std::max<long>(wf, long(ws.size()));
   g_count.smem_wavefronts += wf;
-  g_count.smem_ideal_wavefronts += (bytes + 127) / 128;
-  g_count.smem_bytes += bytes;
+  g_count.smem_ideal_wavefronts += (words * 4 + 127) / 128;  // the same distinct words without conflicts
+  g_count.smem_bytes += words * 4;
 }
 
 // Byte offset in shared memory of p as the CUDA build lays it out (float16 elements of 2 bytes,
@@ -188,11 +188,17 @@ inline void ldsm_x2_t(h2 (&r)[2], const half* row) { ldsm_impl<2>(r, row, true);
 template <typename T>
 inline T ld_global(const T* p) {
   shim::g_count.global_read += long(sizeof(T));
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  for (uintptr_t sec = a / 32; sec <= (a + sizeof(T) - 1) / 32; ++sec)
+    shim::g_count.global_read_sectors += shim::warp_slot().read_sectors.insert(sec).second;
   return *p;
 }
 template <typename T>
 inline void st_global(T* p, T v) {
   shim::g_count.global_write += long(sizeof(T));
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  for (uintptr_t sec = a / 32; sec <= (a + sizeof(T) - 1) / 32; ++sec)
+    shim::g_count.global_write_sectors += shim::warp_slot().write_sectors.insert(sec).second;
   *p = v;
 }
 

@@ -27,6 +27,7 @@
 #include <new>
 #include <random>
 #include <type_traits>
+#include <unordered_set>
 #include <vector>
 
 #if !defined(__x86_64__)
@@ -48,6 +49,7 @@
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
+#define __grid_constant__
 
 // ------------------------------------------------------------------------------------------ float16
 // INR_EMU_HALF_IS_FLOAT: "half" is float, so the kernels run their exact algorithm with float32
@@ -114,7 +116,11 @@ inline unsigned g_seed = 1;
 inline bool g_count_smem = false;  // wavefront accounting of counted shared accesses (slower)
 
 struct Counters {
-  long long global_read = 0, global_write = 0;  // bytes through ld_global / st_global
+  // Global memory through ld_global / st_global: bytes the threads ask for, and 32-byte sectors a
+  // warp moves (one per distinct sector a warp touches between two of its synchronisation points:
+  // the coalescing of one instruction and the L1 hits right after it).
+  long long global_read = 0, global_write = 0;
+  long long global_read_sectors = 0, global_write_sectors = 0;
   long long smem_wavefronts = 0, smem_bytes = 0, smem_ideal_wavefronts = 0;
   long long barriers = 0, mma = 0, ldmatrix = 0, launches = 0, blocks = 0;
 };
@@ -178,6 +184,7 @@ struct WarpSlot {
   half hout[32][8];   // half outputs (ldmatrix)
   int iin[32], iout[32];
   std::map<long, std::vector<std::pair<long, int>>> pending;  // counted smem: seq -> (byte offset, bytes)
+  std::unordered_set<uintptr_t> read_sectors, write_sectors;  // global sectors of the current window
 };
 
 struct Block {
@@ -309,6 +316,7 @@ inline void run_block(Block& b, std::mt19937& rng) {
         if (s.op[l] != s.op[0] || s.key[l] != s.key[0])
           fail("warp collective not uniform across the warp (operation / shape)", w, l);
       complete_collective(s, w);
+      s.read_sectors.clear(), s.write_sectors.clear();
       for (int i = lo; i < hi; ++i) f[i].st = kRun;
       released = true;
     }
@@ -319,6 +327,7 @@ inline void run_block(Block& b, std::mt19937& rng) {
       for (const Fiber& x : f)
         if (x.site != site) fail("threads wait at different __syncthreads call sites (lines)", site, x.site);
       for (Fiber& x : f) x.st = kRun;
+      for (WarpSlot& w : *b.ws) w.read_sectors.clear(), w.write_sectors.clear();
       ++g_count.barriers;
       continue;
     }
@@ -400,7 +409,7 @@ void launch(K kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t, A... arg
       f.stack_size = kStack;
       fiber_start(f);
     }
-    for (WarpSlot& w : warps) w.pending.clear();
+    for (WarpSlot& w : warps) w.pending.clear(), w.read_sectors.clear(), w.write_sectors.clear();
     run_block(b, rng);
     for (size_t w = 0; w < warps.size(); ++w)
       if (!warps[w].pending.empty())
