@@ -67,7 +67,7 @@ def extensions():
     if sys.platform.startswith("linux"):
         cxx.append("-fopenmp")
         link.append("-fopenmp")
-    sources = rel("csrc/cpu/*.cpp") + rel("csrc/torch/ops*.cpp")
+    sources = rel("csrc/cpu/*.cpp") + ["csrc/torch/library.cpp", "csrc/torch/pe.cpp", "csrc/torch/mlp.cpp"]
     if not use_cuda:
         return [
             CppExtension(
@@ -83,7 +83,7 @@ def extensions():
         f"inr_fast: building CUDA kernels with {CUDA_HOME} for TORCH_CUDA_ARCH_LIST="
         f"{os.environ['TORCH_CUDA_ARCH_LIST']} (torch CUDA {torch.version.cuda})."
     )
-    sources += rel("csrc/cuda/*.cu") + rel("csrc/torch/cuda_*.cpp")
+    sources += rel("csrc/cuda/*.cu") + ["csrc/torch/pe_cuda.cpp", "csrc/torch/mlp_cuda.cpp"]
     nvcc = ["-O3", "-lineinfo", "--expt-relaxed-constexpr", "-Xcompiler=-Wall"]
     return [
         CUDAExtension(

@@ -1,7 +1,7 @@
 """The fused backend: positional encoding + per-jet MLP in one compiled operator (CPU C++ / CUDA half).
 
 Same signature and results as :func:`inr_fast.reference.batched_mlp`. Every function here only calls
-``torch.ops.inr_fast.*`` (registered by the extension, csrc/torch/ops_mlp.cpp), so ``torch.compile``
+``torch.ops.inr_fast.*`` (registered by the extension, csrc/torch/library.cpp), so ``torch.compile``
 and ``torch.library.opcheck`` see real operators:
 
 - ``pe_mlp_forward(x, weights, biases, n_freqs) -> y (B, N, 3)``
