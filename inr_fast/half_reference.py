@@ -5,8 +5,9 @@ computes the same network with the same roundings at the same points, so that th
 judged against it tightly (``make gpu-test``) and so that training with those numerics can be tried
 on the CPU (``benchmarks/half_numerics.py``). Rounding points, forward:
 
-- weights ``W_l``: float16 (overflow to inf and float16 subnormals included: :func:`store_half`);
-- positional-encoding features ``a_0 = PE(x)``: float16 (:func:`store_half`; values in [-1, 1]);
+- weights ``W_l``: float16 from their float32 values (overflow to inf and float16 subnormals
+  included: :func:`store_half`);
+- positional-encoding features ``a_0 = PE(x)``: float32, then float16 (:func:`store_half`);
 - pre-activations ``z_{l+1} = W_l a_l + b_l``: exact float16 x float16 products accumulated in the
   compute dtype, bias added unrounded;
 - activations ``a_{l+1} = relu(z_{l+1})``: float16 significand with an unbounded exponent
@@ -61,8 +62,9 @@ def round_half(t: torch.Tensor) -> torch.Tensor:
 
 
 def store_half(t: torch.Tensor) -> torch.Tensor:
-    """True float16 storage (range included: |t| > 65,504 -> inf, subnormals below 2^-14)."""
-    return t.half().to(t.dtype)
+    """True float16 storage of a float32 value, as the kernel converts its float32 inputs (range
+    included: |t| > 65,504 -> inf, subnormals below 2^-14); float64 input goes through float32."""
+    return t.float().half().to(t.dtype)
 
 
 def _identity(t: torch.Tensor) -> torch.Tensor:
@@ -138,9 +140,7 @@ class _HalfPeMlp(torch.autograd.Function):
         need_x = bool(ctx.needs_input_grad[0])
         if need_x and x.dim() == 3:
             raise RuntimeError("half_reference: no gradient in per-jet coordinates (B, N, 2), as the kernel")
-        gw, gb, gx = _backward(
-            grad_y.contiguous(), x, ctx.acts, ctx.wh, ctx.n_freqs, ctx.rounding, need_x
-        )
+        gw, gb, gx = _backward(grad_y.contiguous(), x, ctx.acts, ctx.wh, ctx.n_freqs, ctx.rounding, need_x)
         return (gx, None, None, None, *gw, *gb)
 
 
