@@ -3,9 +3,10 @@
 //
 // Execution model: every CUDA thread of a block is a fiber (its own stack) and a block's fibers run
 // one at a time on the calling OS thread, switched only at __syncthreads, warp collectives (shuffles,
-// mma, ldmatrix) and thread exit. Blocks run one after another. Within each phase between switch
-// points the fibers run in a selectable order (ascending, descending or random), so a result that
-// depends on the order of unsynchronised threads (a race) changes from one schedule to another.
+// mma, ldmatrix) and thread exit. Blocks run one after another (in the policy's order too). The
+// schedule is selectable (run_block): warps run ahead of each other up to the next barrier in
+// ascending or descending order, or interleave at random, so a result that depends on the order of
+// unsynchronised threads (a race, a missing barrier) changes from one schedule to another.
 // Checked: __syncthreads reached by every live thread of the block at the same call site, warp
 // collectives reached by the 32 lanes of a warp with the same operation, ldmatrix rows inside the
 // block's shared memory and 16-byte aligned, launch configurations, dynamic shared memory above
@@ -289,38 +290,66 @@ inline void resume(Block& b, int i) {
 enum Op { kOpShfl = 1, kOpSyncwarp, kOpMma, kOpLdsm };
 inline void complete_collective(WarpSlot& s, int warp);
 
+// Completes warp w's collective if its 32 lanes wait in one; returns whether it did.
+inline bool try_complete(Block& b, int w) {
+  std::vector<Fiber>& f = *b.f;
+  const int lo = w * 32, hi = lo + 32;
+  for (int i = lo; i < hi; ++i)
+    if (f[i].st != kWarp) return false;
+  WarpSlot& s = (*b.ws)[w];
+  for (int l = 1; l < 32; ++l)
+    if (s.op[l] != s.op[0] || s.key[l] != s.key[0])
+      fail("warp collective not uniform across the warp (operation / shape)", w, l);
+  complete_collective(s, w);
+  s.read_sectors.clear(), s.write_sectors.clear();
+  for (int i = lo; i < hi; ++i) f[i].st = kRun;
+  return true;
+}
+
+// Runs the runnable lanes of warp w once each (lane order per policy); returns whether any ran.
+inline bool run_lanes(Block& b, int w, std::mt19937& rng) {
+  std::vector<Fiber>& f = *b.f;
+  int order[32];
+  for (int l = 0; l < 32; ++l) order[l] = g_policy == kDescending ? 31 - l : l;
+  if (g_policy == kRandom) std::shuffle(order, order + 32, rng);
+  bool ran = false;
+  for (int l : order)
+    if (f[w * 32 + l].st == kRun) {
+      resume(b, w * 32 + l);
+      ran = true;
+    }
+  return ran;
+}
+
+// Schedules: kAscending / kDescending take the warps in that order and run each one ahead, through
+// all its warp collectives, up to the next barrier before the next warp starts (so a warp that reads
+// another warp's shared-memory writes without a barrier in between reads them before they are made);
+// kRandom picks warps at random and sometimes runs one ahead, sometimes one step only, completing
+// collectives late (interleaving warps as finely as the collectives allow).
 inline void run_block(Block& b, std::mt19937& rng) {
   std::vector<Fiber>& f = *b.f;
-  std::vector<int> order(b.n);
-  for (int i = 0; i < b.n; ++i) order[i] = g_policy == kDescending ? b.n - 1 - i : i;
+  const int nw = b.n / 32;
+  std::vector<int> worder(nw);
+  for (int w = 0; w < nw; ++w) worder[w] = g_policy == kDescending ? nw - 1 - w : w;
   for (;;) {
-    if (g_policy == kRandom) std::shuffle(order.begin(), order.end(), rng);
-    bool ran = false;
-    for (int i : order)
-      if (f[i].st == kRun) {
-        resume(b, i);
-        ran = true;
+    if (g_policy == kRandom) std::shuffle(worder.begin(), worder.end(), rng);
+    bool progress = false;
+    for (int w : worder) {
+      const bool ahead = g_policy != kRandom || (rng() & 1);
+      for (;;) {
+        bool step = run_lanes(b, w, rng);
+        if (ahead) step = try_complete(b, w) || step;
+        progress = progress || step;
+        if (!ahead || !step) break;
       }
-    if (ran) continue;
+    }
+    if (progress) continue;
+    bool released = false;
+    for (int w = 0; w < nw; ++w) released = try_complete(b, w) || released;
+    if (released) continue;
     int done = 0, bar = 0;
     for (const Fiber& x : f) done += x.st == kDone, bar += x.st == kBarrier;
     if (done == b.n) return;
-    bool released = false;
-    for (int w = 0; w * 32 < b.n; ++w) {
-      const int lo = w * 32, hi = lo + 32;
-      bool all = true;
-      for (int i = lo; i < hi && all; ++i) all = f[i].st == kWarp;
-      if (!all) continue;
-      WarpSlot& s = (*b.ws)[w];
-      for (int l = 1; l < 32; ++l)
-        if (s.op[l] != s.op[0] || s.key[l] != s.key[0])
-          fail("warp collective not uniform across the warp (operation / shape)", w, l);
-      complete_collective(s, w);
-      s.read_sectors.clear(), s.write_sectors.clear();
-      for (int i = lo; i < hi; ++i) f[i].st = kRun;
-      released = true;
-    }
-    if (released) continue;
     if (bar > 0 && bar + done == b.n) {
       if (done > 0) fail("__syncthreads reached while some threads of the block have exited", done, bar);
       const int site = f[0].site;
