@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 
 from inr_fast import half_reference
+from inr_fast.bench import machine_info
 from inr_fast.data import IMAGE_SIZE, N_CHANNELS, JetFile, pixel_grid
 from inr_fast.simulate import SimulateConfig, simulate
 from inr_fast.train import (
@@ -120,9 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             "preset": "fast",
             "max_steps": cfg.max_steps,
             "seed": args.seed,
-            "machine": platform.processor() or platform.machine(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
+            "machine": machine_info(),
             "results": results,
             "steps_both": {"float32": steps32, "half": steps16, "ratio": ratio, "jets": len(both)},
             "reached": {"float32": n32, "half": n16},
