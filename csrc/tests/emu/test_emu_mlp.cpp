@@ -8,6 +8,8 @@
 // is bitwise the same under three thread schedules, two grid sizes and alone vs in a batch.
 //
 // Usage: test_emu_mlp [fast|slow|asan] [--list] [--only I]   (default: fast)
+//        test_emu_mlp case B N W D L mode [warps chunk_tiles gx] (one case: mode 0 forward,
+//                                                             1 backward (grad_x unless gx = 0), 2 MSE)
 //        test_emu_mlp counters W D L N [warps]               (one MSE step, B = 1: the counters;
 //                                                             warps 0: the binding's configuration)
 #include <chrono>
@@ -16,6 +18,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -225,95 +228,142 @@ double round_half(double v) {
   return std::ldexp(std::nearbyint(m * 2048.0) / 2048.0, e);
 }
 
-Out half_reference(const Problem& P) {
-  const Case& c = P.c;
-  const MlpLayout& s = P.cpu_layout;
-  const int L = s.n_layers, F = s.fi[0];
-  Out o;
-  o.y.assign(size_t(c.B) * c.N * 3, 0.0);
-  o.loss.assign(c.B, 0.0);
-  o.gx.assign(size_t(c.N) * 2, 0.0);
-  o.gw.resize(L), o.gb.resize(L);
-  for (int l = 0; l < L; ++l) o.gw[l].assign(P.w[l].size(), 0.0), o.gb[l].assign(P.b[l].size(), 0.0);
-  std::vector<std::vector<double>> a(L);  // a[l]: input of layer l (fi values) of one coordinate
-  std::vector<double> d, dn, wh;
-  for (int b = 0; b < c.B; ++b) {
-    std::vector<std::vector<double>> W(L);
-    for (int l = 0; l < L; ++l) {
-      W[l].resize(size_t(s.fo[l]) * s.fi[l]);
-      for (size_t e = 0; e < W[l].size(); ++e) W[l][e] = store_half(P.w[l][b * W[l].size() + e]);
-    }
-    for (int n = 0; n < c.N; ++n) {
-      const double* xn = P.x.data() + (c.per_jet_x ? int64_t(b) * c.N * 2 : 0) + 2 * n;
-      a[0].assign(F, 0.0);
-      a[0][0] = store_half(xn[0]), a[0][1] = store_half(xn[1]);
-      for (int k = 0; k < c.L; ++k)
-        for (int cc = 0; cc < 2; ++cc) {
-          const double r = reduce_period2(std::ldexp(xn[cc], k));
-          a[0][2 + 4 * k + cc] = store_half(std::sin(M_PI * r));
-          a[0][4 + 4 * k + cc] = store_half(std::cos(M_PI * r));
-        }
-      std::vector<double> z;
-      for (int l = 0; l < L; ++l) {
-        z.assign(s.fo[l], 0.0);
-        for (int oo = 0; oo < s.fo[l]; ++oo) {
-          double acc = P.b[l][int64_t(b) * s.fo[l] + oo];
-          for (int i = 0; i < s.fi[l]; ++i) acc += W[l][size_t(oo) * s.fi[l] + i] * a[l][i];
-          z[oo] = acc;
-        }
-        if (l + 1 < L) {
-          a[l + 1].resize(s.fo[l]);
-          for (int oo = 0; oo < s.fo[l]; ++oo) a[l + 1][oo] = round_half(z[oo] > 0 ? z[oo] : 0.0);
-        }
-      }
-      const int64_t row = (int64_t(b) * c.N + n) * 3;
-      if (c.mode == MlpMode::kForward) {
-        for (int cc = 0; cc < 3; ++cc) o.y[row + cc] = z[cc];
-        continue;
-      }
-      d.assign(3, 0.0);
-      for (int cc = 0; cc < 3; ++cc) {
-        if (c.mode == MlpMode::kBackward) {
-          d[cc] = P.tgt[row + cc];
-        } else {
-          const double w = c.pw ? P.pw[(c.pw == 2 ? int64_t(b) * c.N : 0) + n] : 1.0;
-          const double r = z[cc] - P.tgt[row + cc];
-          d[cc] = 2 * w * r / (3.0 * c.N);
-          o.loss[b] += w * r * r / (3.0 * c.N);
-        }
-      }
-      for (int l = L - 1; l >= 0; --l) {
-        const int fo = s.fo[l], fi = s.fi[l];
-        std::vector<double> dh(fo);
-        for (int oo = 0; oo < fo; ++oo) {
-          o.gb[l][int64_t(b) * fo + oo] += d[oo];
-          dh[oo] = round_half(d[oo]);
-          for (int i = 0; i < fi; ++i) o.gw[l][(int64_t(b) * fo + oo) * fi + i] += dh[oo] * a[l][i];
-        }
-        if (l == 0 && !(c.mode == MlpMode::kBackward && c.gx)) break;
-        dn.assign(fi, 0.0);
-        for (int i = 0; i < fi; ++i) {
-          double acc = 0;
-          for (int oo = 0; oo < fo; ++oo) acc += W[l][size_t(oo) * fi + i] * dh[oo];
-          dn[i] = (l == 0 || a[l][i] > 0) ? acc : 0.0;
-        }
-        if (l > 0) {
-          d = dn;
-          continue;
-        }
-        for (int cc = 0; cc < 2; ++cc) {
-          double acc = dn[cc];
-          for (int k = 0; k < c.L; ++k) {
-            const double r = reduce_period2(std::ldexp(xn[cc], k));
-            acc += std::ldexp(M_PI, k) * (dn[2 + 4 * k + cc] * std::cos(M_PI * r) - dn[4 + 4 * k + cc] * std::sin(M_PI * r));
-          }
-          o.gx[2 * int64_t(n) + cc] += acc;
-        }
+// A ReLU of (jet b, coordinate n, layer l, unit o): one whose mask is inverted, or whose
+// pre-activation lies within float32 rounding of zero (|z| <= 2^-22 of the sum of its terms'
+// magnitudes), which float32 arithmetic may put on either side.
+struct Relu {
+  int b, n, l, o;
+};
+
+// The network in float64, one coordinate at a time: with `half`, rounded to float16 at the kernel's
+// points (weights and encoding stored as float16; activations and deltas with float16's significand
+// and an unbounded exponent, as the kernel's per-tile power-of-two scaling gives); without, the plain
+// float64 network (the CPU kernel's float64 results).
+struct NaiveReference {
+  const Problem& P;
+  bool half;
+  std::vector<std::vector<std::vector<double>>> W;  // [jet][layer] weights as the kernel uses them
+
+  NaiveReference(const Problem& p, bool h) : P(p), half(h) {
+    const MlpLayout& s = P.cpu_layout;
+    W.resize(P.c.B);
+    for (int b = 0; b < P.c.B; ++b) {
+      W[b].resize(s.n_layers);
+      for (int l = 0; l < s.n_layers; ++l) {
+        const size_t sz = size_t(s.fo[l]) * s.fi[l];
+        W[b][l].resize(sz);
+        for (size_t e = 0; e < sz; ++e) W[b][l][e] = store(P.w[l][b * sz + e]);
       }
     }
   }
-  return o;
-}
+  double store(double v) const { return half ? store_half(v) : v; }
+  double rnd(double v) const { return half ? round_half(v) : v; }
+
+  Out zeros() const {
+    const Case& c = P.c;
+    Out o;
+    o.y.assign(size_t(c.B) * c.N * 3, 0.0);
+    o.loss.assign(c.B, 0.0);
+    o.gx.assign(size_t(c.N) * 2, 0.0);
+    for (int l = 0; l < P.cpu_layout.n_layers; ++l) {
+      o.gw.push_back(std::vector<double>(P.w[l].size(), 0.0));
+      o.gb.push_back(std::vector<double>(P.b[l].size(), 0.0));
+    }
+    return o;
+  }
+
+  // Adds sign x the contributions of coordinate n of jet b to o, with the masks of `flips` inverted;
+  // collects its ReLUs within float32 rounding of zero into `ambiguous`.
+  void add(int b, int n, const std::vector<Relu>& flips, double sign, Out& o,
+           std::vector<Relu>* ambiguous = nullptr) const {
+    const Case& c = P.c;
+    const MlpLayout& s = P.cpu_layout;
+    const int L = s.n_layers, F = s.fi[0];
+    const std::vector<std::vector<double>>& Wb = W[b];
+    std::vector<std::vector<double>> a(L);  // a[l]: input of layer l
+    const double* xn = P.x.data() + (c.per_jet_x ? int64_t(b) * c.N * 2 : 0) + 2 * n;
+    a[0].assign(F, 0.0);
+    a[0][0] = store(xn[0]), a[0][1] = store(xn[1]);
+    for (int k = 0; k < c.L; ++k)
+      for (int cc = 0; cc < 2; ++cc) {
+        const double r = reduce_period2(std::ldexp(xn[cc], k));
+        a[0][2 + 4 * k + cc] = store(std::sin(M_PI * r));
+        a[0][4 + 4 * k + cc] = store(std::cos(M_PI * r));
+      }
+    std::vector<double> z;
+    for (int l = 0; l < L; ++l) {
+      z.assign(s.fo[l], 0.0);
+      for (int oo = 0; oo < s.fo[l]; ++oo) {
+        double acc = P.b[l][int64_t(b) * s.fo[l] + oo], mag = std::fabs(acc);
+        for (int i = 0; i < s.fi[l]; ++i) {
+          acc += Wb[l][size_t(oo) * s.fi[l] + i] * a[l][i];
+          mag += std::fabs(Wb[l][size_t(oo) * s.fi[l] + i] * a[l][i]);
+        }
+        z[oo] = acc;
+        if (ambiguous && l + 1 < L && std::fabs(acc) <= std::ldexp(mag, -22)) ambiguous->push_back({b, n, l, oo});
+      }
+      if (l + 1 < L) {
+        a[l + 1].resize(s.fo[l]);
+        for (int oo = 0; oo < s.fo[l]; ++oo) {
+          bool on = z[oo] > 0;
+          for (const Relu& r : flips) on ^= r.b == b && r.n == n && r.l == l && r.o == oo;
+          a[l + 1][oo] = on ? rnd(z[oo]) : 0.0;
+        }
+      }
+    }
+    const int64_t row = (int64_t(b) * c.N + n) * 3;
+    if (c.mode == MlpMode::kForward) {
+      for (int cc = 0; cc < 3; ++cc) o.y[row + cc] += sign * z[cc];
+      return;
+    }
+    std::vector<double> d(3, 0.0), dn, dh;
+    for (int cc = 0; cc < 3; ++cc) {
+      if (c.mode == MlpMode::kBackward) {
+        d[cc] = P.tgt[row + cc];
+      } else {
+        const double w = c.pw ? P.pw[(c.pw == 2 ? int64_t(b) * c.N : 0) + n] : 1.0;
+        const double r = z[cc] - P.tgt[row + cc];
+        d[cc] = 2 * w * r / (3.0 * c.N);
+        o.loss[b] += sign * w * r * r / (3.0 * c.N);
+      }
+    }
+    for (int l = L - 1; l >= 0; --l) {
+      const int fo = s.fo[l], fi = s.fi[l];
+      dh.assign(fo, 0.0);
+      for (int oo = 0; oo < fo; ++oo) {
+        o.gb[l][int64_t(b) * fo + oo] += sign * d[oo];
+        dh[oo] = rnd(d[oo]);
+        for (int i = 0; i < fi; ++i) o.gw[l][(int64_t(b) * fo + oo) * fi + i] += sign * dh[oo] * a[l][i];
+      }
+      if (l == 0 && !(c.mode == MlpMode::kBackward && c.gx)) break;
+      dn.assign(fi, 0.0);
+      for (int i = 0; i < fi; ++i) {
+        double acc = 0;
+        for (int oo = 0; oo < fo; ++oo) acc += Wb[l][size_t(oo) * fi + i] * dh[oo];
+        dn[i] = (l == 0 || a[l][i] != 0) ? acc : 0.0;
+      }
+      if (l > 0) {
+        d = dn;
+        continue;
+      }
+      for (int cc = 0; cc < 2; ++cc) {
+        double acc = dn[cc];
+        for (int k = 0; k < c.L; ++k) {
+          const double r = reduce_period2(std::ldexp(xn[cc], k));
+          acc += std::ldexp(M_PI, k) * (dn[2 + 4 * k + cc] * std::cos(M_PI * r) - dn[4 + 4 * k + cc] * std::sin(M_PI * r));
+        }
+        o.gx[2 * int64_t(n) + cc] += sign * acc;
+      }
+    }
+  }
+
+  Out run(std::vector<Relu>* ambiguous = nullptr) const {
+    Out o = zeros();
+    for (int b = 0; b < P.c.B; ++b)
+      for (int n = 0; n < P.c.N; ++n) add(b, n, {}, 1.0, o, ambiguous);
+    return o;
+  }
+};
 
 // ------------------------------------------------------------------------------------------ comparison
 double norm_rel(const std::vector<double>& a, const std::vector<double>& r) {
@@ -349,9 +399,10 @@ bool bitwise_equal(const Out& a, const Out& b, const Case& c, int n_layers) {
   return true;
 }
 
-// Tolerances (csrc/README.md, "CUDA numerics"): logic build vs the CPU kernel; float16 build vs the
-// float16 reference; float16 build vs float64: at most 1.5x the float16 reference's own deviation
-// from float64 plus 1e-3 (the error the float16 design predicts for these very inputs).
+// Tolerances (csrc/README.md, "CUDA numerics"): logic build vs the CPU kernel in float64: 1e-6 (up to
+// the masks of ReLUs within float32 rounding of zero, see run_case); float16 build vs the float16
+// reference: 1e-3; float16 build vs float64: at most 1.5x the float16 reference's own deviation from
+// float64 plus 1e-3 (the error the float16 design predicts for these very inputs).
 constexpr double kTolLogic = 1e-6;
 constexpr double kTolHalfRef = 1e-3;
 constexpr double kHalfVsFloatFactor = 1.5, kHalfVsFloatSlack = 1e-3;
@@ -396,32 +447,68 @@ void run_case(int index, const Case& c, bool full_checks) {
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   Out href;
-  if (kHalf) href = half_reference(P);
+  if (kHalf) href = NaiveReference(P, true).run();
   double worst = 0, worst_ref = 0;
   std::string detail;
   auto te = tensors(emu, c, L), tr = tensors(ref, c, L);
   std::vector<std::pair<std::string, const std::vector<double>*>> th;
   if (kHalf) th = tensors(href, c, L);
-  for (size_t i = 0; i < te.size(); ++i) {
-    const auto& [name, a] = te[i];
-    if (!all_finite(*a)) ok = false, why += " NON-FINITE/UNWRITTEN(" + name + ")";
-    const double e = norm_rel(*a, *tr[i].second);
-    char buf[160];
-    if (!kHalf) {
-      worst = std::max(worst, e);
-      if (e > kTolLogic) ok = false, why += " " + name;
-      std::snprintf(buf, sizeof buf, " %s:%.1e", name.c_str(), e);
-    } else {
-      const double eh = norm_rel(*a, *th[i].second);     // vs the float16 reference
+  for (size_t i = 0; i < te.size(); ++i)
+    if (!all_finite(*te[i].second)) ok = false, why += " NON-FINITE/UNWRITTEN(" + te[i].first + ")";
+  if (!kHalf) {
+    // The float64 network decides a ReLU whose pre-activation lies within float32 rounding of zero
+    // one way; float32 arithmetic may decide it the other (one such flip moves a random-sign gradient
+    // sum by ~1e-3 at N = 15,625). Each such ReLU is re-decided (greedily, one coordinate's
+    // contribution recomputed) where that brings the float64 network closer to the kernel; the kernel
+    // must then match it to 1e-6.
+    const NaiveReference nr(P, false);
+    std::vector<Relu> amb, flips;
+    Out cur = nr.run(&amb);
+    auto dist = [&](const Out& r) {
+      auto t = tensors(r, c, L);
+      std::vector<double> e;
+      for (size_t i = 0; i < te.size(); ++i) e.push_back(norm_rel(*te[i].second, *t[i].second));
+      return e;
+    };
+    auto maxof = [](const std::vector<double>& e) { return *std::max_element(e.begin(), e.end()); };
+    std::vector<double> best = dist(cur);
+    for (const Relu& r : amb) {
+      std::vector<Relu> same_row, with;
+      for (const Relu& f : flips)
+        if (f.b == r.b && f.n == r.n) same_row.push_back(f);
+      with = same_row;
+      with.push_back(r);
+      Out cand = cur;
+      nr.add(r.b, r.n, same_row, -1.0, cand);
+      nr.add(r.b, r.n, with, 1.0, cand);
+      const std::vector<double> e = dist(cand);
+      if (maxof(e) < maxof(best)) cur = cand, best = e, flips.push_back(r);
+    }
+    for (size_t i = 0; i < te.size(); ++i) {
+      worst = std::max(worst, best[i]);
+      if (best[i] > kTolLogic) ok = false, why += " " + te[i].first;
+      char buf[96];
+      std::snprintf(buf, sizeof buf, " %s:%.1e", te[i].first.c_str(), best[i]);
+      detail += buf;
+    }
+    if (!amb.empty())
+      why += " (" + std::to_string(amb.size()) + " ReLUs within float32 rounding of 0, " + std::to_string(flips.size()) +
+             " decided the other way)";
+  } else {
+    for (size_t i = 0; i < te.size(); ++i) {
+      const auto& [name, a] = te[i];
+      const double e = norm_rel(*a, *tr[i].second);
+      const double eh = norm_rel(*a, *th[i].second);               // vs the float16 reference
       const double eref = norm_rel(*th[i].second, *tr[i].second);  // the design's own error
       const double tol = kHalfVsFloatFactor * eref + kHalfVsFloatSlack;
       worst = std::max(worst, eh);
       worst_ref = std::max(worst_ref, e);
       if (eh > kTolHalfRef) ok = false, why += " " + name + "(vs half ref)";
       if (e > tol) ok = false, why += " " + name + "(vs float64)";
+      char buf[160];
       std::snprintf(buf, sizeof buf, " %s:%.1e/%.1e/%.1e", name.c_str(), eh, e, eref);
+      detail += buf;
     }
-    detail += buf;
   }
   if (!ok) ++g_failures;
   const cl::Config cfg = config_of(c, 0);
@@ -525,8 +612,18 @@ int main(int argc, char** argv) {
                     argc > 6 ? std::atoi(argv[6]) : 0);
   }
   std::vector<Case> cases = suite == "slow" ? slow_cases() : suite == "asan" ? asan_cases() : fast_cases();
+  if (suite == "case") {  // one case from the command line: case B N W D L mode [warps chunk_tiles]
+    if (argc < 8) return std::fprintf(stderr, "usage: %s case B N W D L mode [warps chunk_tiles gx]\n", argv[0]), 2;
+    Case c = {"custom", std::atoi(argv[2]), std::atoi(argv[3]), std::atoi(argv[4]), std::atoi(argv[5]),
+              std::atoi(argv[6]), MlpMode(std::atoi(argv[7]))};
+    c.gx = c.mode == MlpMode::kBackward;
+    if (argc > 8) c.warps = std::atoi(argv[8]);
+    if (argc > 9) c.chunk_tiles = std::atoi(argv[9]);
+    if (argc > 10) c.gx = c.gx && std::atoi(argv[10]) != 0;
+    cases = {c};
+  }
   int only = -1;
-  for (int i = 2; i < argc; ++i)
+  for (int i = 2; i < argc && suite != "case"; ++i)
     if (std::strcmp(argv[i], "--only") == 0 && i + 1 < argc) only = std::atoi(argv[++i]);
   std::printf("emulated CUDA fused MLP, %s build, %s suite (%zu cases)\n", kHalf ? "float16" : "logic (float)",
               suite.c_str(), cases.size());
