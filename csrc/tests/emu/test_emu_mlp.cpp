@@ -1,13 +1,13 @@
 // The CUDA fused PE + MLP (csrc/cuda/mlp_cuda.cu), run on the CPU through the emulator, against:
 //  - the CPU kernel in float64 (csrc/cpu/mlp_cpu.cpp, the executable specification);
 //  - in the float16 build, a naive float64 reference that rounds to float16 at the kernel's points
-//    (half_reference below; the same rules as inr_fast/half_reference.py, csrc/README.md).
+//    (NaiveReference below; the same rules as inr_fast/half_reference.py, csrc/README.md).
 // Built twice by CMake: INR_EMU_HALF_IS_FLOAT ("logic": float storage, the kernel's exact algorithm,
 // must equal the CPU kernel to 1e-6) and float16 (the numerics); a third build adds ASan/UBSan.
 // Every case also checks that every output is written (NaN-poisoned) and finite, and that the result
 // is bitwise the same under three thread schedules, two grid sizes and alone vs in a batch.
 //
-// Usage: test_emu_mlp [fast|slow|asan] [--list] [--only I]   (default: fast)
+// Usage: test_emu_mlp [fast|slow|asan] [--only I]          (default: fast)
 //        test_emu_mlp case B N W D L mode [warps chunk_tiles gx] (one case: mode 0 forward,
 //                                                             1 backward (grad_x unless gx = 0), 2 MSE)
 //        test_emu_mlp counters W D L N [warps]               (one MSE step, B = 1: the counters;
