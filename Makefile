@@ -20,7 +20,7 @@ GPU_TESTS ?= tests/model/test_encoding.py tests/test_ops.py tests/metrics/test_i
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 export MAX_JOBS ?= $(JOBS)
 
-.PHONY: demo test venv build weights browser lint cpp-test pytest gpu-test bench clean
+.PHONY: demo test venv build weights browser lint cpp-test cpp-slow pytest gpu-test bench clean
 
 $(VENV)/.stamp-requirements: requirements.txt
 	test -x $(VENV_PY) || python3 -m venv $(VENV)
@@ -51,11 +51,16 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# Plain CMake build of the same kernel sources with -Wall -Wextra -Werror, plus the C++ unit tests.
+# Plain CMake build of the same kernel sources with -Wall -Wextra -Werror, plus the C++ unit tests and
+# the CUDA kernels emulated on the CPU (csrc/tests/emu: logic, float16 and ASan/UBSan builds).
 cpp-test:
 	cmake -S . -B build-cmake -DCMAKE_BUILD_TYPE=Release -DINR_FAST_CUDA=$(CMAKE_CUDA) >/dev/null
 	cmake --build build-cmake -j $(JOBS)
 	ctest --test-dir build-cmake --output-on-failure
+
+# The emulated CUDA kernels on the N = 15,625 replicas of the GPU tests (minutes; not in `make test`).
+cpp-slow: cpp-test
+	cmake --build build-cmake --target slow
 
 pytest: build weights browser
 	$(VENV_PY) -m pytest -q
@@ -75,14 +80,24 @@ demo: build weights
 	@echo "demo: data $(DEMO)/jets.h5 ($(DEMO)/jet0.png, $(DEMO)/mean.png); run $(DEMO)/run:"
 	@echo "      report $(DEMO)/run/report.html, metrics $(DEMO)/run/metrics.csv, figures $(DEMO)/run/*.png"
 
-# GPU machine: uses the Python it is given, builds in place with CUDA (fails loudly without it),
-# runs the gpu-marked tests, a compute-sanitizer memcheck on a small case, and the kernel benchmarks.
+# GPU machine: uses the Python it is given (no venv, no downloads). Prints the card, driver, torch and
+# CUDA versions, builds in place with CUDA (fails loudly without it), runs the gpu-marked tests (against
+# the float16-emulating and the float references), compute-sanitizer memcheck / racecheck / synccheck
+# on every kernel path, the synchronising launch checks, then the kernel benchmarks and their share of
+# the card's peak. Stops at the first failure.
+SANITIZER ?= $(firstword $(wildcard $(CUDA_HOME)/bin/compute-sanitizer) compute-sanitizer)
 gpu-test:
+	$(PYTHON) csrc/tests/gpu_report.py
+	-nvcc --version | tail -n 2
 	INR_FAST_FORCE_CUDA=1 $(PYTHON) setup.py --quiet build_ext --inplace
 	$(PYTHON) -m pytest -q -m gpu $(GPU_TESTS)
-	compute-sanitizer --tool memcheck --error-exitcode 1 $(PYTHON) -m inr_fast.gpu_smoke
+	$(SANITIZER) --tool memcheck --error-exitcode 1 $(PYTHON) csrc/tests/gpu_smoke.py
+	$(SANITIZER) --tool racecheck --error-exitcode 1 $(PYTHON) csrc/tests/gpu_smoke.py --small
+	$(SANITIZER) --tool synccheck --error-exitcode 1 $(PYTHON) csrc/tests/gpu_smoke.py --small
+	INR_FAST_CUDA_SYNC=1 $(PYTHON) csrc/tests/gpu_smoke.py
 	mkdir -p benchmarks/results
 	$(PYTHON) -m pytest -q benchmarks --benchmark-only --benchmark-json=benchmarks/results/gpu.json -m gpu
+	$(PYTHON) csrc/tests/gpu_report.py benchmarks/results/gpu.json
 
 bench: build
 	$(VENV)/bin/inr-fast bench

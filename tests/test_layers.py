@@ -22,7 +22,7 @@ LAYERS = [
         "inr_fast._build_info",
     },
     {"inr_fast.data"},
-    {"inr_fast.model", "inr_fast.ops", "inr_fast.gpu_smoke"},
+    {"inr_fast.model", "inr_fast.ops"},
     {"inr_fast.metrics"},
     {"inr_fast.train"},
     {"inr_fast.store"},

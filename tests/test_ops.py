@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from inr_fast.model import half_reference
 from inr_fast.model.reference import batched_mlp, init_params
 
 ops = pytest.importorskip("inr_fast.ops", exc_type=ImportError)
@@ -236,9 +237,29 @@ def test_empty_coordinates():
 
 
 # ---------------------------------------------------------------------------------------------------
-# CUDA (make gpu-test): half-precision storage and tensor-core products, float32 accumulation.
+# CUDA (make gpu-test): float16 operands, tensor-core products, float32 accumulation (csrc/README.md,
+# "CUDA numerics"). Every result is judged on the CPU against three references computed from the
+# same float32 inputs: the float16-emulating reference (inr_fast.half_reference, which rounds where
+# the kernel does) evaluated in float64 and in float32, and the float reference in float64.
+# - Against the float16 reference (float64): norm-relative error below HALF_REF_TOL = 1e-3, or below
+#   3x what float32 arithmetic alone moves that quantity (the float32 evaluation's distance from the
+#   float64 one) where that is larger: with a random grad_out the weight gradients are sums of terms of
+#   random sign, and a float32 sum that lands on the other side of a float16 rounding boundary or of
+#   a ReLU flips a few terms; PyTorch's float32 evaluation of the same rules is 1.3e-3 away on the
+#   N = 15,625 backward case. The CPU emulation of the kernel (csrc/tests/emu: float32 sums, float64
+#   float16 reference) stays within 4.3e-4 on these very cases (1.4e-4 on the W = 128, D = 8
+#   backward, at most 8e-5 on the others).
+# - Against the float reference: no further than the float16 design itself is for the same inputs,
+#   DESIGN_FACTOR x |float16 reference - float reference| + HALF_REF_TOL. The design's error is not a
+#   constant either (emulated: 2.6e-2 and 4.5e-2 on the random-grad_out backward cases, where ReLU
+#   masks flipped by float16 rounding weigh like the square root of their share; 2.5-4.7e-3 on the
+#   MSE steps), which is why the former fixed 1e-2 could not hold for float16 storage.
 # The CUDA binding poisons every output with NaN before the kernels run, so an element the kernels
 # fail to write shows up as NaN, and NaN never passes (isfinite + relative error).
+
+HALF_REF_TOL = 1e-3
+FLOAT32_SPREAD_FACTOR = 3.0
+DESIGN_FACTOR = 1.5
 
 
 def _gpu_case(batch, n, width, depth, n_freqs=10):
@@ -246,40 +267,85 @@ def _gpu_case(batch, n, width, depth, n_freqs=10):
     return x, w, b, x.cuda(), [t.cuda() for t in w], [t.cuda() for t in b]
 
 
+def _f64(ts):
+    return [t.detach().double() for t in ts]
+
+
+def _judge(name, got, half64, half32, float64):
+    """got (CUDA, float32) against the float16 references (float64, float32) and the float reference."""
+    got = got.detach().cpu().double()
+    assert got.shape == half64.shape and torch.isfinite(got).all(), f"{name}: not finite"
+    e_half, e_float = _norm_rel(got, half64), _norm_rel(got, float64)
+    spread = _norm_rel(half32.double(), half64)
+    tol = max(HALF_REF_TOL, FLOAT32_SPREAD_FACTOR * spread)
+    assert e_half < tol, f"{name}: {e_half:.2e} from the float16 reference (float32 spread {spread:.2e})"
+    e_design = _norm_rel(half64, float64)
+    limit = DESIGN_FACTOR * e_design + tol
+    assert e_float <= limit, f"{name}: {e_float:.2e} from the float reference (design {e_design:.2e})"
+
+
+def _autograd_refs(x, w, b, g, n_freqs, with_x):
+    """Output and gradients (x if with_x, weights, biases) of the float16 reference in float64 and in
+    float32 and of the float reference in float64, on the CPU: three (y, grads) pairs."""
+    out = []
+    for forward, dtype in (
+        (half_reference.pe_mlp, torch.float64),
+        (half_reference.pe_mlp, torch.float32),
+        (batched_mlp, torch.float64),
+    ):
+        leaves = [t.detach().to(dtype) for t in (x, *w, *b)]
+        leaves = [t.requires_grad_(i > 0 or with_x) for i, t in enumerate(leaves)]
+        n = len(w)
+        y = forward(leaves[0], leaves[1 : n + 1], leaves[n + 1 :], n_freqs)
+        wrt = leaves if with_x else leaves[1:]
+        out.append((y.detach(), torch.autograd.grad(y, wrt, g.to(dtype))))
+    return out
+
+
+def _mse_refs(x, w, b, target, n_freqs, pixel_weight=None):
+    """(loss, grad_weights + grad_biases) of the three references (see _autograd_refs)."""
+    out = []
+    for dtype, rounding in ((torch.float64, True), (torch.float32, True), (torch.float64, False)):
+        cast = [t.detach().to(dtype) for t in (x, target)]
+        pw = None if pixel_weight is None else pixel_weight.to(dtype)
+        loss, gw, gb = half_reference.mse_step(
+            cast[0], [t.to(dtype) for t in w], [t.to(dtype) for t in b], cast[1], n_freqs, pw, rounding
+        )
+        out.append((loss, [*gw, *gb]))
+    return out
+
+
+def _judge_all(names, got, refs):
+    for i, name in enumerate(names):
+        _judge(name, got[i], *(r[i] for r in refs))
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("batch,n,width,depth", [(3, 15625, 64, 3), (2, 100, 128, 8), (3, 7, 16, 1)])
-def test_cuda_forward_backward_match_reference(batch, n, width, depth):
+def test_cuda_forward_backward_match_references(batch, n, width, depth):
     x, w, b, xc, wc, bc = _gpu_case(batch, n, width, depth)
     xg = xc.clone().requires_grad_(True)
     wg, bg = _leaves(wc, bc)
     y = ops.pe_mlp(xg, wg, bg, 10)
-    xr = x.clone().requires_grad_(True)
-    wr, br = _leaves(w, b)
-    yr = batched_mlp(xr, wr, br, 10)
-    assert torch.isfinite(y).all() and _norm_rel(y.cpu(), yr) < 1e-2
-    g = torch.randn(yr.shape, generator=torch.Generator().manual_seed(4))
+    g = torch.randn(y.shape, generator=torch.Generator().manual_seed(4))
     got = torch.autograd.grad(y, [xg, *wg, *bg], g.cuda())
-    want = torch.autograd.grad(yr, [xr, *wr, *br], g)
-    for i, (a, c) in enumerate(zip(got, want, strict=True)):
-        assert a.dtype == torch.float32 and torch.isfinite(a).all(), f"gradient {i} not finite"
-        assert _norm_rel(a.cpu(), c) < 1e-2, f"gradient {i}: {_norm_rel(a.cpu(), c)}"
+    assert all(a.dtype == torch.float32 for a in got)
+    refs = _autograd_refs(x, w, b, g, 10, True)
+    _judge_all(["y"], [y], [[r[0]] for r in refs])
+    _judge_all([f"gradient {i}" for i in range(len(got))], got, [r[1] for r in refs])
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("width,depth", [(64, 3), (128, 2), (32, 8)])
-def test_cuda_mse_step_matches_reference(width, depth):
+def test_cuda_mse_step_matches_references(width, depth):
     batch, n = 4, 15625
     x, w, b, xc, wc, bc = _gpu_case(batch, n, width, depth)
     target = torch.rand(batch, n, 3, generator=torch.Generator().manual_seed(5))
     pw = torch.rand(n, generator=torch.Generator().manual_seed(6))
     loss, gw, gb = ops.mse_step(xc, wc, bc, target.cuda(), 10, pixel_weight=pw.cuda())
-    wr, br = _leaves(w, b)
-    loss_ref = _ref_mse(x, wr, br, target, 10, pw)
-    want = torch.autograd.grad(loss_ref.sum(), [*wr, *br])
-    assert torch.isfinite(loss).all() and _norm_rel(loss.cpu(), loss_ref.detach()) < 1e-2
-    for i, (a, c) in enumerate(zip([*gw, *gb], want, strict=True)):
-        assert torch.isfinite(a).all(), f"gradient {i} not finite"
-        assert _norm_rel(a.cpu(), c) < 1e-2, f"gradient {i}: {_norm_rel(a.cpu(), c)}"
+    refs = _mse_refs(x, w, b, target, 10, pw)
+    _judge_all(["loss"], [loss], [[r[0]] for r in refs])
+    _judge_all([f"gradient {i}" for i in range(len(gw) + len(gb))], [*gw, *gb], [r[1] for r in refs])
 
 
 @pytest.mark.gpu
@@ -289,22 +355,55 @@ def test_cuda_outputs_are_poisoned_then_overwritten():
     for n in (1000, 999):
         x, w, b, xc, wc, bc = _gpu_case(2, n, 64, 2)
         y = ops.pe_mlp(xc, wc, bc, 10)
-        assert torch.isfinite(y).all()
-        assert _norm_rel(y.cpu(), batched_mlp(x, w, b, 10)) < 1e-2
+        refs = _autograd_refs(x, w, b, torch.zeros(2, n, 3), 10, False)
+        _judge_all(["y"], [y], [[r[0]] for r in refs])
 
 
 @pytest.mark.gpu
-def test_cuda_per_jet_coordinates_match_reference():
+def test_cuda_per_jet_coordinates_match_references():
     x, w, b, target, pw = _per_jet_case(3, 1000, 64, 3, 10, torch.float32)
     cu = [t.cuda() for t in (x, target, pw)]
-    y = ops.pe_mlp(cu[0], [t.cuda() for t in w], [t.cuda() for t in b], 10)
-    loss, gw, gb = ops.mse_step(cu[0], [t.cuda() for t in w], [t.cuda() for t in b], cu[1], 10, cu[2])
-    for j in range(3):
-        wr, br = _leaves(_one_jet(w, j), _one_jet(b, j))
-        yr = batched_mlp(x[j], wr, br, 10)
-        assert torch.isfinite(y).all() and _norm_rel(y[j : j + 1].cpu(), yr.detach()) < 1e-2
-        loss_ref = _ref_mse(x[j], wr, br, target[j : j + 1], 10, pw[j : j + 1])
-        want = torch.autograd.grad(loss_ref.sum(), [*wr, *br])
-        assert _norm_rel(loss[j : j + 1].cpu(), loss_ref.detach()) < 1e-2
-        for a, c in zip([*gw, *gb], want, strict=True):
-            assert _norm_rel(a[j : j + 1].cpu(), c) < 1e-2
+    wc, bc = [t.cuda() for t in w], [t.cuda() for t in b]
+    y = ops.pe_mlp(cu[0], wc, bc, 10)
+    loss, gw, gb = ops.mse_step(cu[0], wc, bc, cu[1], 10, cu[2])
+    refs = _autograd_refs(x, w, b, torch.zeros(3, 1000, 3), 10, False)
+    _judge_all(["y"], [y], [[r[0]] for r in refs])
+    refs = _mse_refs(x, w, b, target, 10, pw)
+    _judge_all(["loss"], [loss], [[r[0]] for r in refs])
+    _judge_all([f"gradient {i}" for i in range(len(gw) + len(gb))], [*gw, *gb], [r[1] for r in refs])
+
+
+@pytest.mark.gpu
+def test_cuda_jet_results_do_not_depend_on_the_batch():
+    # Chunks are cut by coordinates only: a jet's gradients are bitwise the same alone or in a batch.
+    x, w, b, xc, wc, bc = _gpu_case(5, 15625, 64, 3)
+    target = torch.rand(5, 15625, 3, generator=torch.Generator().manual_seed(7)).cuda()
+    loss, gw, gb = ops.mse_step(xc, wc, bc, target, 10)
+    one = ops.mse_step(xc, _one_jet(wc, 2), _one_jet(bc, 2), target[2:3], 10)
+    assert torch.equal(one[0], loss[2:3])
+    for a, c in zip([*one[1], *one[2]], [*gw, *gb], strict=True):
+        assert torch.equal(a, c[2:3])
+
+
+@pytest.mark.gpu
+def test_cuda_activations_beyond_float16_range_stay_finite():
+    # First-layer weights x 3000: activations of ~1e5 exceed float16's 65,504; the per-tile
+    # power-of-two scaling keeps them finite and as accurate as anywhere else.
+    x, w, b, _, _, _ = _gpu_case(2, 500, 64, 2)
+    w[0], b[0] = w[0] * 3000, b[0] * 3000
+    target = torch.rand(2, 500, 3, generator=torch.Generator().manual_seed(8)) * 1e4
+    loss, gw, gb = ops.mse_step(x.cuda(), [t.cuda() for t in w], [t.cuda() for t in b], target.cuda(), 10)
+    refs = _mse_refs(x, w, b, target, 10)
+    assert refs[2][0].max() > 1e6  # the outputs really are large
+    _judge_all(["loss"], [loss], [[r[0]] for r in refs])
+    _judge_all([f"gradient {i}" for i in range(len(gw) + len(gb))], [*gw, *gb], [r[1] for r in refs])
+
+
+@pytest.mark.gpu
+def test_cuda_pe_backward_refuses_grad_on_another_device():
+    if torch.cuda.device_count() < 2:  # asked here, not at import
+        pytest.skip("needs two GPUs")
+    x = torch.rand(10, 2, device="cuda:0")
+    g = torch.rand(10, 6, device="cuda:1")
+    with pytest.raises(RuntimeError, match="grad_out must be on the device of x"):
+        torch.ops.inr_fast.positional_encoding_backward(g, x, 1)

@@ -1,7 +1,6 @@
 // CUDA positional encoding, same algorithm and feature order as csrc/cpu/pe_cpu.cpp.
 // sincospif(r) on the exactly reduced argument keeps full float accuracy at every frequency.
-#include <cuda_runtime.h>
-
+#include "inr_fast/cuda_prims.cuh"
 #include "inr_fast/pe.h"
 
 namespace inr_fast {
@@ -63,18 +62,18 @@ int grid_for(int64_t work, int block) {
 int pe_forward_f32(const float* x, int64_t n, int n_freqs, float* out, void* stream) {
   if (n == 0) return 0;
   constexpr int kBlock = 256;
-  pe_forward_kernel<<<grid_for(2 * n, kBlock), kBlock, 0, static_cast<cudaStream_t>(stream)>>>(
-      x, n, n_freqs, out);
-  return int(cudaGetLastError());
+  INR_LAUNCH(pe_forward_kernel, dim3(grid_for(2 * n, kBlock)), dim3(kBlock), 0,
+             static_cast<cudaStream_t>(stream))(x, n, n_freqs, out);
+  return int(prims::launch_status(static_cast<cudaStream_t>(stream)));
 }
 
 int pe_backward_f32(const float* grad_out, const float* x, int64_t n, int n_freqs, float* grad_x,
                     void* stream) {
   if (n == 0) return 0;
   constexpr int kBlock = 256;
-  pe_backward_kernel<<<grid_for(2 * n, kBlock), kBlock, 0, static_cast<cudaStream_t>(stream)>>>(
-      grad_out, x, n, n_freqs, grad_x);
-  return int(cudaGetLastError());
+  INR_LAUNCH(pe_backward_kernel, dim3(grid_for(2 * n, kBlock)), dim3(kBlock), 0,
+             static_cast<cudaStream_t>(stream))(grad_out, x, n, n_freqs, grad_x);
+  return int(prims::launch_status(static_cast<cudaStream_t>(stream)));
 }
 
 const char* error_string(int err) { return cudaGetErrorString(static_cast<cudaError_t>(err)); }

@@ -1,14 +1,19 @@
-// Bounds and alignment of the CUDA fused MLP's shared-memory and workspace layouts, checked on the
-// host through the functions mlp_cuda.cu itself uses (inr_fast/mlp_cuda_layout.h), for every
-// supported shape: width in {16, 32, 64, 128}, depth 1..8, n_freqs 0..20. The index ranges below are
-// those of the kernel's accesses (WMMA tiles of 16 x 16, tiles of kT coordinates); no GPU needed.
+// The CUDA fused MLP's launch configuration, shared-memory and workspace layouts
+// (inr_fast/mlp_cuda.h, the functions mlp_cuda.cu itself uses), checked on the host for every
+// supported shape (width 16..128, depth 1..8, n_freqs 0..20, both modes): sections inside the block
+// and 128-byte aligned, the index ranges of the kernel's accesses inside their sections, every
+// configuration choose_config picks launchable on an A100 (163 KB) and on consumer parts (99 KB),
+// and the padded row pitches free of shared-memory bank conflicts for the access patterns the kernel
+// uses (32-bit fragment accesses and ldmatrix rows). No GPU needed.
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
-#include <initializer_list>
+#include <set>
+#include <utility>
+#include <vector>
 
 #include "inr_fast/mlp.h"
-#include "inr_fast/mlp_cuda_layout.h"
+#include "inr_fast/mlp_cuda.h"
 
 namespace {
 
@@ -17,85 +22,101 @@ namespace cl = inr_fast::cuda_layout;
 
 int failures = 0;
 
-#define CHECK(cond)                                                                                     \
-  do {                                                                                                  \
-    if (!(cond)) {                                                                                      \
-      if (++failures <= 20)                                                                             \
-        std::printf("FAIL %s:%d: %s (W=%d D=%d L=%d)\n", __FILE__, __LINE__, #cond, s.width, s.depth,   \
-                    s.n_freqs);                                                                         \
-    }                                                                                                   \
+#define CHECK(cond)                                                                                   \
+  do {                                                                                                \
+    if (!(cond)) {                                                                                    \
+      if (++failures <= 20)                                                                           \
+        std::printf("FAIL %s:%d: %s (W=%d D=%d L=%d)\n", __FILE__, __LINE__, #cond, s.width, s.depth, \
+                    s.n_freqs);                                                                       \
+    }                                                                                                 \
   } while (0)
 
-constexpr int kFrag = 16;
-constexpr int64_t kOptinSm80 = 163 * 1024;  // opt-in dynamic shared memory per block, A100
+constexpr int64_t kOptinSm80 = 163 * 1024;   // opt-in dynamic shared memory per block, A100
+constexpr int64_t kOptinSm86 = 99 * 1024;    // sm_86 / sm_89
+constexpr int64_t kOptinSm90 = 227 * 1024;   // H100 / H200
 
-// Section [off, off + size) in bytes lies inside [lo, hi) and starts 128-byte aligned.
-void check_section(const MlpLayout& s, int64_t off, int64_t size, int64_t lo, int64_t hi) {
-  CHECK(off >= lo && off + size <= hi);
-  CHECK(off % 128 == 0);
+// Bank conflicts of one warp-wide access: each lane touches `bytes` at byte offset off[lane]; the
+// number of 4-byte words requested from the busiest of the 32 banks (1 = conflict-free).
+int wavefronts(const int64_t (&off)[32], int bytes) {
+  int worst = 0;
+  for (int bank = 0; bank < 32; ++bank) {
+    std::set<int64_t> words;
+    for (int l = 0; l < 32; ++l)
+      for (int64_t w = off[l] / 4; w <= (off[l] + bytes - 1) / 4; ++w)
+        if (w % 32 == bank) words.insert(w);
+    worst = std::max(worst, int(words.size()));
+  }
+  return worst;
 }
 
-void check_smem(const MlpLayout& s) {
-  const cl::SmemLayout m = cl::smem_layout(s);
-  const int kT = cl::kT;
-  // Extents actually indexed by the kernel, in elements.
-  int64_t stage_used = 0, dh_used = 0;
+// The kernel's 32-bit fragment accesses of a half array with row pitch p (elements): lane 4 g + q
+// touches row g, columns 2q, 2q + 1 (mma C / A layouts, ReLU masks, act and delta stores).
+bool pairs_conflict_free(int p) {
+  int64_t off[32];
+  for (int l = 0; l < 32; ++l) off[l] = (int64_t(l >> 2) * p + 2 * (l & 3)) * 2;
+  return wavefronts(off, 4) == 1;
+}
+
+// ldmatrix: 8 rows of 16 bytes per matrix, rows r * p elements apart; one wavefront per matrix when
+// the 8 rows fall in 8 different 16-byte bank groups.
+bool ldmatrix_conflict_free(int p) {
+  std::set<int64_t> groups;
+  for (int r = 0; r < 8; ++r) groups.insert((int64_t(r) * p * 2 / 16) % 8);
+  return groups.size() == 8 && (p * 2) % 16 == 0;
+}
+
+void check_config(const MlpLayout& s, const cl::Config& c, bool backward) {
+  const cl::SmemLayout m = cl::smem_layout(s, c, backward);
+  const int64_t t = cl::tile(c);
+  CHECK(cl::config_valid(c));
+  // Sections are disjoint, in order, 128-byte aligned, inside the block.
+  std::vector<std::pair<int64_t, int64_t>> sec;
+  for (int l = 0; l < s.n_layers; ++l)
+    if (c.smem_weights) sec.push_back({m.w[l], int64_t(s.fo_p[l]) * cl::pitch(s.fi_p[l]) * 2});
+  sec.push_back({m.bias, s.b_total * 4});
+  if (backward) {
+    for (int l = 0; l < s.n_layers; ++l) sec.push_back({m.act[l], t * cl::pitch(s.fi_p[l]) * 2});
+    for (int l = 0; l < s.n_layers; ++l) sec.push_back({m.dlt[l], t * cl::pitch(s.fo_p[l]) * 2});
+    sec.push_back({m.gbw, int64_t(c.warps) * s.b_total * 4});
+  }
+  sec.push_back({m.red, 2 * cl::kMaxWarps * 4});
+  sec.push_back({m.scl, 2 * inr_fast::kMlpMaxLayers * 4});
+  for (size_t i = 0; i < sec.size(); ++i) {
+    CHECK(sec[i].first % 128 == 0);
+    CHECK(sec[i].first + sec[i].second <= (i + 1 < sec.size() ? sec[i + 1].first : m.bytes));
+  }
+  // Index ranges of the kernel's accesses (elements): weights rows < fo_p, columns k0 + 15 < fi_p
+  // (ldmatrix rows of 8 at k0 and k0 + 8, k0 a multiple of 16); act/dlt rows < tile, columns
+  // n0 + 7 < fi_p / fo_p; float2 bias and partial accesses at even offsets.
   for (int l = 0; l < s.n_layers; ++l) {
-    const int fip = s.fi_p[l], fop = s.fo_p[l];
-    CHECK(fip % kFrag == 0 && fop % kFrag == 0);
-    // act[l]: PE writes rows < fi_p[0]; ReLU writes act[l + 1] rows < fo_p[l]; forward B tiles read
-    // rows k0 + 15 < fip, columns c0 + 15 < kT; weight-gradient col-major B tiles read (c0 + 15) * kT
-    // + k0 + 15. All of them within fip * kT.
-    const int64_t act_size = int64_t(fip) * kT * 2;
-    const int64_t act_hi = (l + 1 < s.n_layers ? m.act[l + 1] : m.dh);
-    check_section(s, m.act[l], act_size, 0, act_hi);
-    if (l > 0) CHECK(s.fo_p[l - 1] <= fip);  // ReLU output of layer l - 1 fits act[l]
-    CHECK(int64_t(fip - kFrag + 15) * kT + (kT - kFrag) + 15 < int64_t(fip) * kT);
-    stage_used = std::max<int64_t>(stage_used, std::max(fip, fop));  // forward fop rows, backward fip
-    dh_used = std::max<int64_t>(dh_used, fop);
-    // WMMA leading dimensions: half multiples of 8, float multiples of 4; tile offsets 32-byte aligned.
-    CHECK(fip % 8 == 0 && fop % 8 == 0 && kT % 8 == 0);
-    for (int m0 = 0; m0 < fop; m0 += kFrag)
-      for (int k0 = 0; k0 < fip; k0 += kFrag) {
-        CHECK((int64_t(m0) * fip + k0) * 2 % 32 == 0);  // W tile in the packed weights
-        CHECK((int64_t(k0) * fop + m0) * 2 % 32 == 0);  // W^T tile
-        CHECK((int64_t(m0) * fip + k0) * 4 % 32 == 0);  // gradient tile in the float slot
-      }
+    CHECK(s.fi_p[l] % 16 == 0 && s.fo_p[l] % 8 == 0);
+    CHECK(s.b_off[l] % 8 == 0 && s.w_off[l] % 128 == 0);
+    CHECK(pairs_conflict_free(cl::pitch(s.fi_p[l])) && pairs_conflict_free(cl::pitch(s.fo_p[l])));
+    CHECK(ldmatrix_conflict_free(cl::pitch(s.fi_p[l])) && ldmatrix_conflict_free(cl::pitch(s.fo_p[l])));
+    // ldmatrix row addresses are 16-byte aligned: pitch and column offsets multiples of 8 halves.
+    CHECK(cl::pitch(s.fi_p[l]) % 8 == 0 && cl::pitch(s.fo_p[l]) % 8 == 0);
   }
-  for (int c0 = 0; c0 < kT; c0 += kFrag) {
-    CHECK(c0 * 2 % 32 == 0 && c0 * 4 % 32 == 0);
-  }
-  check_section(s, m.dh, dh_used * kT * 2, m.act[s.n_layers - 1] + int64_t(s.fi_p[s.n_layers - 1]) * kT * 2,
-                m.stage);
-  check_section(s, m.stage, stage_used * kT * 4, m.dh, m.xs);
-  // grad_x reads stage rows 2 + 4k + c and 4 + 4k + c (k < n_freqs, c < 2): all < fi[0] <= fi_p[0].
+  CHECK(s.fo_p[s.depth] == inr_fast::kMlpOutPadCuda && s.fo_p[s.depth] >= inr_fast::kMlpOut);
+  // The encoding's gradient (grad_x) reads columns 2 + 4k + c and 4 + 4k + c < fi[0] <= fi_p[0].
   CHECK(s.n_freqs == 0 || 4 + 4 * (s.n_freqs - 1) + 1 < s.fi[0]);
-  CHECK(s.fi[0] <= s.fi_p[0] && s.fi_p[0] <= s.max_dim);
-  CHECK(s.fo_p[s.depth] >= inr_fast::kMlpOut && s.fo_p[s.depth] <= s.max_dim);
-  check_section(s, m.xs, 2 * kT * 4, m.stage, m.red);
-  CHECK(m.red + cl::kWarps * 4 <= m.bytes && m.red >= m.xs + 2 * kT * 4);
-  CHECK(m.bytes <= kOptinSm80);  // every supported shape runs on sm_80 (and sm_90: 227 KB)
+  CHECK(s.fi[0] <= s.fi_p[0]);
+  // Weight-gradient fragments: the walk covers grad W^T exactly (16 x 8 tiles).
+  int64_t covered = 0;
+  for (int l = 0; l < s.n_layers; ++l) covered += int64_t(cl::gw_frags(s, l)) * 128;
+  CHECK(covered == s.w_total);
 }
 
-void check_workspace(const MlpLayout& s, int64_t batch, int64_t n, int n_chunks, bool part, bool gx) {
-  const cl::WorkspaceLayout w = cl::workspace_layout(s, batch, n, n_chunks, part, gx);
+void check_workspace(const MlpLayout& s, int64_t batch, int64_t n, const cl::Config& c, bool grads, bool gx) {
+  const cl::WorkspaceLayout w = cl::workspace_layout(s, batch, n, c, grads, gx);
   const int64_t slot = cl::slot_floats(s);
   CHECK(slot % 64 == 0 && slot >= s.w_total + s.b_total + 1);
-  CHECK(w.part == 0);
-  // Every block (b, c) owns [part + (b n_chunks + c) slot, + slot); the kernel touches
-  // w_total + b_off[l] + o (o < fo_p[l]), w_off[l] + tiles, and the loss at w_total + b_total.
-  if (part) CHECK(w.part + batch * n_chunks * slot <= w.gx);
-  if (gx) CHECK(w.gx + batch * n * 2 <= w.wh);
-  CHECK(w.gx >= w.part && w.wh >= w.gx);
-  CHECK(w.wh % 64 == 0 && w.wth % 64 == 0);  // 256-byte aligned packed weights
-  CHECK((w.wth - w.wh) * 2 >= batch * s.w_total && (w.floats - w.wth) * 2 >= batch * s.w_total);
-  // Per-jet packed weights start at b * w_total halves, layers at w_off[l]: 32-byte aligned.
-  CHECK(s.w_total % 16 == 0);
-  for (int l = 0; l < s.n_layers; ++l) {
-    CHECK(s.w_off[l] % 16 == 0);
-    CHECK(s.w_off[l] + int64_t(s.fo_p[l]) * s.fi_p[l] <= s.w_total);
-    CHECK(s.b_off[l] + s.fo_p[l] <= s.b_total);
-  }
+  CHECK(w.slots == 0 && w.gx >= w.slots && w.wh >= w.gx && w.wth >= w.wh && w.floats >= w.wth);
+  if (grads) CHECK(w.gx - w.slots >= batch * std::max<int64_t>(1, cl::n_chunks(n, c)) * slot);
+  if (gx) CHECK(w.wh - w.gx >= batch * n * 2);
+  CHECK(w.gx % 64 == 0 && w.wh % 64 == 0 && w.wth % 64 == 0);  // 256-byte aligned sections
+  if (!c.smem_weights) CHECK((w.wth - w.wh) * 2 >= batch * s.w_total && (w.floats - w.wth) * 2 >= batch * s.w_total);
+  // Chunks: a function of N and the chunk size only.
+  CHECK(cl::n_chunks(n, c) == (n + c.chunk_coords - 1) / c.chunk_coords);
 }
 
 }  // namespace
@@ -106,22 +127,40 @@ int main() {
     for (int depth = 1; depth <= inr_fast::kMlpMaxDepth; ++depth)
       for (int n_freqs = 0; n_freqs <= 20; ++n_freqs) {
         const MlpLayout s = MlpLayout::make(n_freqs, width, depth, inr_fast::kMlpOutPadCuda);
-        check_smem(s);
-        for (bool part : {false, true})
-          for (bool gx : {false, true}) {
-            check_workspace(s, 1, 1, 1, part, gx);
-            check_workspace(s, 3, 15625, 7, part, gx);
-            check_workspace(s, 10000, 15625, 1, part, gx);  // B N 2 > 2^31: 64-bit sizes
+        for (bool backward : {false, true}) {
+          for (int64_t optin : {kOptinSm86, kOptinSm80, kOptinSm90}) {
+            const cl::Config c = cl::choose_config(s, backward, optin);
+            CHECK(cl::config_valid(c));  // every supported shape runs on every supported GPU
+            CHECK(cl::smem_layout(s, c, backward).bytes <= optin);
+            if (cl::config_valid(c)) check_config(s, c, backward);
           }
+          for (int warps : {1, 2, 4, 8})
+            for (bool staged : {false, true}) {
+              cl::Config c;
+              c.warps = warps;
+              c.smem_weights = staged;
+              c.chunk_coords = 64 * cl::tile(c);
+              check_config(s, c, backward);
+              for (bool gx : {false, true}) {
+                check_workspace(s, 1, 1, c, backward, gx);
+                check_workspace(s, 3, 15625, c, backward, gx);
+                check_workspace(s, 10000, 15625, c, backward, gx);  // B N 2 > 2^31: 64-bit sizes
+                check_workspace(s, 2, 0, c, backward, gx);
+              }
+            }
+        }
         ++cases;
       }
-  // The workspace holds only what the mode needs.
+  // The preset shape (W = 64, D = 3, L = 10) gets the full tile and staged weights on an A100/H100.
   {
     const MlpLayout s = MlpLayout::make(10, 64, 3, inr_fast::kMlpOutPadCuda);
-    const int64_t fwd = cl::workspace_layout(s, 64, 15625, 3, false, false).floats;
-    const int64_t bwd = cl::workspace_layout(s, 64, 15625, 3, true, true).floats;
-    CHECK(bwd - fwd == 64 * 3 * cl::slot_floats(s) + cl::round64(64 * 15625 * 2));
+    const cl::Config c = cl::choose_config(s, true, kOptinSm80);
+    CHECK(c.warps == 8 && c.smem_weights);
+    // The workspace holds only what the mode needs.
+    const int64_t fwd = cl::workspace_layout(s, 64, 15625, c, false, false).floats;
+    const int64_t bwd = cl::workspace_layout(s, 64, 15625, c, true, true).floats;
+    CHECK(bwd - fwd == 64 * 2 * cl::slot_floats(s) + cl::round_up(64 * 15625 * 2, 64));
   }
-  std::printf("test_cuda_layout: %d layouts, %d failures\n", cases, failures);
+  std::printf("test_cuda_layout: %d shapes, %d failures\n", cases, failures);
   return failures == 0 ? 0 : 1;
 }

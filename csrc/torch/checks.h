@@ -16,4 +16,11 @@ inline void check_n_freqs(int64_t n_freqs) {
   TORCH_CHECK(n_freqs >= 0 && n_freqs <= 20, "inr_fast: n_freqs must be in [0, 20], got ", n_freqs);
 }
 
+// The CUDA kernels take float32 tensors on the GPU (float16 is used only inside them).
+inline void check_cuda_f32(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.is_cuda(), "inr_fast: ", name, " must be a CUDA tensor");
+  TORCH_CHECK(t.scalar_type() == at::kFloat, "inr_fast: ", name,
+              " must be float32 on CUDA (float16 is used only inside the kernels), got ", t.scalar_type());
+}
+
 }  // namespace inr_fast

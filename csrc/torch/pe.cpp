@@ -1,6 +1,4 @@
-// Operator schemas (TORCH_LIBRARY) and their CPU kernels. CUDA kernels register in ops_cuda.cpp.
-#include <Python.h>
-
+// CPU kernels of the positional-encoding operators (schemas in library.cpp; CUDA: pe_cuda.cpp).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -58,28 +56,9 @@ at::Tensor pe_backward_cpu(const at::Tensor& grad_in, const at::Tensor& x_in, in
 
 }  // namespace
 
-TORCH_LIBRARY(inr_fast, m) {
-  m.def("positional_encoding(Tensor x, int n_freqs) -> Tensor");
-  m.def("positional_encoding_backward(Tensor grad_out, Tensor x, int n_freqs) -> Tensor");
-}
-
 TORCH_LIBRARY_IMPL(inr_fast, CPU, m) {
   m.impl("positional_encoding", &pe_forward_cpu);
   m.impl("positional_encoding_backward", &pe_backward_cpu);
 }
 
 }  // namespace inr_fast
-
-// A plain Python module: importing inr_fast._C loads this library, which registers the operators.
-extern "C" PyMODINIT_FUNC PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", "inr_fast kernels", -1,
-                                          nullptr, nullptr, nullptr, nullptr, nullptr};
-  PyObject* mod = PyModule_Create(&module_def);
-  if (mod == nullptr) return nullptr;
-#if defined(INR_FAST_WITH_CUDA)
-  PyModule_AddIntConstant(mod, "CUDA_BUILT", 1);
-#else
-  PyModule_AddIntConstant(mod, "CUDA_BUILT", 0);
-#endif
-  return mod;
-}

@@ -1,6 +1,7 @@
-// CUDA registration of the fused PE + MLP operators (schemas in ops_mlp.cpp): argument checks,
-// device guard, current stream, NaN-poisoned outputs (so an element the kernels miss cannot pass a
-// test), a float32 workspace from the caching allocator, and a checked launch.
+// CUDA kernels of the fused PE + MLP operators (schemas in library.cpp): argument checks, device
+// guard, current stream, NaN-poisoned outputs (so an element the kernels miss cannot pass a test),
+// the launch configuration (inr_fast/mlp_cuda.h), a float32 workspace from the caching allocator,
+// and a checked launch (INR_FAST_CUDA_SYNC=1: synchronised). CUDA builds only.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "inr_fast/mlp.h"
+#include "inr_fast/mlp_cuda.h"
 #include "inr_fast/pe.h"
 #include "mlp_args.h"
 
@@ -22,12 +24,6 @@ using GradTuple = std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>, a
 using MseTuple = std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>>;
 
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
-
-void check_cuda_f32(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.is_cuda(), "inr_fast: ", name, " must be a CUDA tensor");
-  TORCH_CHECK(t.scalar_type() == at::kFloat, "inr_fast: ", name, " must be float32 on CUDA (fp32 master ",
-              "weights; half precision is used inside the kernel), got ", t.scalar_type());
-}
 
 std::vector<at::Tensor> poisoned_like(const std::vector<at::Tensor>& ts) {
   std::vector<at::Tensor> out;
@@ -47,22 +43,18 @@ void run_cuda(MlpProblem<float>& p, const at::Tensor& x, const std::vector<at::T
     p.biases[l] = b[l].data_ptr<float>();
   }
   if (p.batch == 0) return;
-  const int64_t ntiles = (p.n + cuda::mlp_cuda_tile() - 1) / cuda::mlp_cuda_tile();
-  // Enough blocks to fill the GPU a few times over; each jet's tiles split into n_chunks ranges.
+  // The configuration depends on the shape and the GPU's shared memory only: each jet's coordinates
+  // are cut into chunks of a fixed size whatever B, the grid or the SM count, so a jet's gradients do
+  // not depend on the other jets of its batch (csrc/README.md, "Work decomposition").
   int sm_count = 0, smem_optin = 0;
   const int qerr = cuda::mlp_cuda_device_limits(&sm_count, &smem_optin);
   TORCH_CHECK(qerr == 0, "inr_fast: querying the CUDA device failed: ", cuda::error_string(qerr));
-  const int64_t target_blocks = 4 * int64_t(sm_count);
-  int64_t n_chunks = (target_blocks + p.batch - 1) / p.batch;
-  n_chunks = std::max<int64_t>(1, std::min<int64_t>({n_chunks, ntiles, 65535}));
-  const int64_t smem = cuda::mlp_cuda_smem_bytes(p.layout);
-  const int64_t smem_max = smem_optin;
-  TORCH_CHECK(smem <= smem_max, "inr_fast: the fused MLP (width ", p.layout.width, ", depth ", p.layout.depth,
-              ") needs ", smem, " bytes of shared memory per block; this GPU allows ", smem_max);
-  at::Tensor ws =
-      at::empty({cuda::mlp_cuda_workspace_floats(p, int(n_chunks))}, x.options());
-  const int err = cuda::mlp_cuda_run(p, int(n_chunks), ws.data_ptr<float>(),
-                                     c10::cuda::getCurrentCUDAStream().stream());
+  const cuda_layout::Config cfg = cuda_layout::choose_config(p.layout, p.mode != MlpMode::kForward, smem_optin);
+  TORCH_CHECK(cuda_layout::config_valid(cfg), "inr_fast: the fused MLP (width ", p.layout.width, ", depth ",
+              p.layout.depth, ", n_freqs ", p.layout.n_freqs, ") does not fit this GPU's ", smem_optin,
+              " bytes of shared memory per block");
+  at::Tensor ws = at::empty({cuda::mlp_cuda_workspace_floats(p, cfg)}, x.options());
+  const int err = cuda::mlp_cuda_run(p, cfg, ws.data_ptr<float>(), c10::cuda::getCurrentCUDAStream().stream());
   TORCH_CHECK(err == 0, "inr_fast: CUDA launch of the fused MLP failed: ", cuda::error_string(err));
 }
 

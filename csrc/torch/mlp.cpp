@@ -1,5 +1,5 @@
-// Fused positional encoding + per-jet MLP operators: schemas and CPU kernels (float32, float64).
-// CUDA kernels register in cuda_mlp.cpp. Python side: inr_fast/fused.py.
+// CPU kernels (float32, float64) of the fused positional encoding + per-jet MLP operators (schemas in
+// library.cpp; CUDA: mlp_cuda.cpp). Python side: inr_fast/fused.py.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -121,21 +121,7 @@ MseTuple mse_step_cpu(const at::Tensor& x_in, at::TensorList weights, at::Tensor
   return {loss, gw, gb};
 }
 
-std::string cpu_isa() { return cpu::mlp_isa(); }
-
 }  // namespace
-
-TORCH_LIBRARY_FRAGMENT(inr_fast, m) {
-  // x: (N, 2) coordinates shared by the B jets, or (B, N, 2) per jet (then need_grad_x must be false).
-  m.def("pe_mlp_forward(Tensor x, Tensor[] weights, Tensor[] biases, int n_freqs) -> Tensor");
-  m.def(
-      "pe_mlp_backward(Tensor grad_out, Tensor x, Tensor[] weights, Tensor[] biases, int n_freqs, "
-      "bool need_grad_x) -> (Tensor[] grad_weights, Tensor[] grad_biases, Tensor grad_x)");
-  m.def(
-      "pe_mlp_mse_step(Tensor x, Tensor[] weights, Tensor[] biases, Tensor target, "
-      "Tensor? pixel_weight, int n_freqs) -> (Tensor loss, Tensor[] grad_weights, Tensor[] grad_biases)");
-  m.def("pe_mlp_cpu_isa() -> str", &cpu_isa);
-}
 
 TORCH_LIBRARY_IMPL(inr_fast, CPU, m) {
   m.impl("pe_mlp_forward", &forward_cpu);

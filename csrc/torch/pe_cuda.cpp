@@ -1,5 +1,5 @@
-// CUDA kernel registration: thin wrappers that check arguments, guard the device and launch on the
-// current stream. Compiled only when the extension is built with CUDA.
+// CUDA kernels of the positional-encoding operators (schemas in library.cpp): thin wrappers that
+// check arguments, guard the device and launch on the current stream. CUDA builds only.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -13,12 +13,6 @@ namespace {
 
 void check_launch(int err, const char* what) {
   TORCH_CHECK(err == 0, "inr_fast: CUDA launch of ", what, " failed: ", cuda::error_string(err));
-}
-
-void check_cuda_f32(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.is_cuda(), "inr_fast: ", name, " must be a CUDA tensor");
-  TORCH_CHECK(t.scalar_type() == at::kFloat, "inr_fast: ", name,
-              " must be float32 on CUDA, got ", t.scalar_type());
 }
 
 at::Tensor pe_forward_cuda(const at::Tensor& x_in, int64_t n_freqs) {
@@ -40,6 +34,8 @@ at::Tensor pe_backward_cuda(const at::Tensor& grad_in, const at::Tensor& x_in, i
   check_n_freqs(n_freqs);
   check_cuda_f32(x_in, "x");
   check_cuda_f32(grad_in, "grad_out");
+  TORCH_CHECK(grad_in.device() == x_in.device(), "inr_fast: grad_out must be on the device of x (", x_in.device(),
+              "), got ", grad_in.device());
   const int f = pe_features(int(n_freqs));
   TORCH_CHECK(grad_in.dim() == 2 && grad_in.size(0) == x_in.size(0) && grad_in.size(1) == f,
               "inr_fast: grad_out must have shape (N, ", f, "), got ", grad_in.sizes());

@@ -1,0 +1,149 @@
+// The CUDA fused PE + MLP (csrc/cuda/mlp_cuda.cu): its host interface, launch configuration, and the
+// shared-memory and workspace layouts it uses on host and device. Torch- and CUDA-free (plain C++
+// when not compiled by nvcc), so csrc/tests/test_cuda_layout.cpp and the CPU emulator
+// (csrc/tests/emu) check the very functions the kernel uses. csrc/README.md describes the algorithm.
+#pragma once
+
+#include <cstdint>
+
+#include "inr_fast/mlp.h"
+
+namespace inr_fast {
+namespace cuda_layout {
+
+constexpr int kWarpRows = 16;           // coordinates per warp: one m16 row block of mma.m16n8k16
+constexpr int kMaxWarps = 8;            // warps per block; a tile is kWarpRows x warps coordinates
+constexpr int kAccFrags = 16;           // weight-gradient fragments (16 x 8 float) a warp keeps in registers
+constexpr int kPad = 8;                 // row pitch = columns (rounded to 16) + 8 halves: an odd multiple of
+                                        // 16 bytes, so mma-fragment and ldmatrix accesses are conflict-free
+constexpr int64_t kChunkCoords = 8192;  // coordinates per chunk (one block's gradient partial)
+
+INR_HD int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+INR_HD int pitch(int cols) { return int(round_up(cols, 16)) + kPad; }
+
+// How a call is cut into blocks. Chosen by choose_config from the shape and the device's shared
+// memory; every field may be set by hand (the emulated tests do).
+struct Config {
+  int warps = kMaxWarps;              // 1, 2, 4 or 8 warps per block; tile = 16 x warps coordinates
+  bool smem_weights = true;           // weights staged in shared memory per chunk (else read from
+                                      // float16 copies in the global workspace)
+  int64_t chunk_coords = kChunkCoords;  // coordinates per chunk: a multiple of the tile
+  int max_blocks = 0;                 // grid cap (0: resident blocks from the occupancy calculator)
+};
+
+INR_HD int tile(const Config& c) { return kWarpRows * c.warps; }
+INR_HD bool config_valid(const Config& c) {
+  return (c.warps == 1 || c.warps == 2 || c.warps == 4 || c.warps == 8) && c.chunk_coords > 0 &&
+         c.chunk_coords % tile(c) == 0 && c.max_blocks >= 0;
+}
+// Chunks per jet: a function of N and the chunk size only (not of B, the grid or the GPU).
+INR_HD int64_t n_chunks(int64_t n, const Config& c) {
+  return n <= 0 ? 0 : (n + c.chunk_coords - 1) / c.chunk_coords;
+}
+
+// Weight-gradient fragments of layer l: (fi_p / 16) x (fo_p / 8) tiles of 16 x 8 of grad W^T.
+INR_HD int gw_frags(const MlpLayout& s, int l) { return (s.fi_p[l] / 16) * (s.fo_p[l] / 8); }
+INR_HD int gw_frags_total(const MlpLayout& s) {
+  int t = 0;
+  for (int l = 0; l < s.n_layers; ++l) t += gw_frags(s, l);
+  return t;
+}
+
+// One chunk's float32 partial result: [grad W per layer, (fo_p, fi_p) row-major at w_off[l] |
+// grad b (b_total) | loss], padded to 64 floats.
+INR_HD int64_t slot_floats(const MlpLayout& s) { return round_up(s.w_total + s.b_total + 1, 64); }
+
+// Byte offsets of a block's shared-memory sections, each 128-byte aligned (`half_bytes`: 2, or 4
+// for the emulator's float-storage logic build).
+//   w[l]    weights of layer l, (fo_p, fi_p) row-major, pitch fi_p + 8       (smem_weights)
+//   bias    packed biases, b_total floats
+//   act[l]  the tile's layer-l inputs, token-major (tile, fi_p), pitch fi_p + 8  (backward)
+//   dlt[l]  the tile's output deltas of layer l, (tile, fo_p), pitch fo_p + 8   (backward)
+//   gbw     per-warp bias-gradient partials, warps x b_total floats              (backward)
+//   red     block reductions, 2 x kMaxWarps floats; scl: per-tile scales, 2 x kMlpMaxLayers floats
+struct SmemLayout {
+  int64_t w[kMlpMaxLayers] = {}, act[kMlpMaxLayers] = {}, dlt[kMlpMaxLayers] = {};
+  int64_t bias = 0, gbw = 0, red = 0, scl = 0, bytes = 0;
+};
+
+INR_HD SmemLayout smem_layout(const MlpLayout& s, const Config& c, bool backward, int half_bytes = 2) {
+  SmemLayout m;
+  int64_t off = 0;
+  auto take = [&](int64_t bytes) {
+    const int64_t r = off;
+    off += round_up(bytes, 128);
+    return r;
+  };
+  const int64_t t = tile(c);
+  for (int l = 0; l < s.n_layers; ++l)
+    m.w[l] = c.smem_weights ? take(int64_t(s.fo_p[l]) * pitch(s.fi_p[l]) * half_bytes) : 0;
+  m.bias = take(s.b_total * 4);
+  if (backward) {
+    for (int l = 0; l < s.n_layers; ++l) m.act[l] = take(t * pitch(s.fi_p[l]) * half_bytes);
+    for (int l = 0; l < s.n_layers; ++l) m.dlt[l] = take(t * pitch(s.fo_p[l]) * half_bytes);
+    m.gbw = take(int64_t(c.warps) * s.b_total * 4);
+  }
+  m.red = take(2 * kMaxWarps * 4);
+  m.scl = take(2 * kMlpMaxLayers * 4);
+  m.bytes = off;
+  return m;
+}
+
+// Offsets in floats of the global workspace: chunk slots (B x n_chunks, gradients only), per-jet
+// grad_x partials (B x N x 2, backward with grad_x only), float16 weights W (B x w_total, row-major
+// (fo_p, fi_p) per layer) and their transposes (B x w_total, (fi_p, fo_p)) when not in shared memory.
+struct WorkspaceLayout {
+  int64_t slots = 0, gx = 0, wh = 0, wth = 0, floats = 0;
+};
+
+INR_HD WorkspaceLayout workspace_layout(const MlpLayout& s, int64_t batch, int64_t n, const Config& c,
+                                        bool grads, bool need_gx, int half_bytes = 2) {
+  const int64_t half_floats = round_up((batch * s.w_total * half_bytes + 3) / 4, 64);
+  WorkspaceLayout w;
+  int64_t off = 0;
+  w.slots = off;
+  if (grads) off += batch * (n > 0 ? n_chunks(n, c) : 1) * slot_floats(s);  // N = 0: zero partials
+  w.gx = off;
+  if (need_gx) off += round_up(batch * n * 2, 64);
+  w.wh = off;
+  if (!c.smem_weights) off += half_floats;
+  w.wth = off;
+  if (!c.smem_weights) off += half_floats;
+  w.floats = off;
+  return w;
+}
+
+// The configuration the binding uses: the most warps (the largest tile) whose shared memory fits
+// `smem_optin`, weights staged in shared memory when they fit, else read from global memory.
+// Depends on the shape, the mode and the device's shared memory only.
+inline Config choose_config(const MlpLayout& s, bool backward, int64_t smem_optin) {
+  for (int warps = kMaxWarps; warps >= 1; warps /= 2)
+    for (int staged = 1; staged >= 0; --staged) {
+      Config c;
+      c.warps = warps;
+      c.smem_weights = staged != 0;
+      if (smem_layout(s, c, backward).bytes <= smem_optin) return c;
+    }
+  Config c;
+  c.warps = 0;  // nothing fits: invalid, refused by the caller
+  return c;
+}
+
+}  // namespace cuda_layout
+
+#if defined(INR_FAST_WITH_CUDA)
+namespace cuda {
+// Half-precision tensor-core kernels. Parameters arrive as float32 pointers (fp32 master weights);
+// gradients and losses are written in float32. `workspace` (device, float) must hold
+// mlp_cuda_workspace_floats(p, c) floats (no initialisation needed); `stream` is a cudaStream_t as
+// void*. p's layout must be built with kMlpOutPadCuda. Returns a cudaError_t as int (0 on success).
+// Set INR_FAST_CUDA_SYNC=1 to synchronise and check after every launch (debugging).
+int64_t mlp_cuda_workspace_floats(const MlpProblem<float>& p, const cuda_layout::Config& c);
+int64_t mlp_cuda_smem_bytes(const MlpProblem<float>& p, const cuda_layout::Config& c);
+int mlp_cuda_run(const MlpProblem<float>& p, const cuda_layout::Config& c, float* workspace, void* stream);
+// Multiprocessor count and opt-in shared memory per block of the current device (cudaError_t as int).
+int mlp_cuda_device_limits(int* sm_count, int* smem_optin);
+}  // namespace cuda
+#endif
+
+}  // namespace inr_fast
