@@ -13,6 +13,7 @@ from inr_fast.atomic import atomic_write_bytes, check_writable
 from inr_fast.bench.common import Method, default_methods, machine_info, machine_line
 from inr_fast.bench.kernels import format_kernel_table
 from inr_fast.bench.parity import parity
+from inr_fast.bench.physics import physics_bench
 from inr_fast.bench.suite import BenchCommand, bench
 from inr_fast.errors import ConfigError, OutputExistsError
 from inr_fast.train.backend import resolve_device
@@ -43,6 +44,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "each preset needs to match it (inr_fast.bench.parity; hours on a CPU unless --parity-seed is given)",
     )
     parser.add_argument("--parity-jets", type=int, default=4, help="jets for --parity (default 4)")
+    parser.add_argument(
+        "--physics",
+        action="store_true",
+        help="the physics targets instead (inr_fast.bench.physics): simulate both jet sets (--n jets "
+        "each, default 1000), fit them with --preset, evaluate with the physics section, time the seed "
+        "recipe to Q2, check Q2p, observables, taggers, speed-up and bytes per jet",
+    )
+    parser.add_argument("--preset", default="fast", help="--physics: the preset to measure (default fast)")
+    parser.add_argument(
+        "--work",
+        default="benchmarks/work",
+        metavar="DIR",
+        help="--physics: where the simulated sets and run directories go (kept; default benchmarks/work)",
+    )
+    parser.add_argument(
+        "--seed-from",
+        default=None,
+        metavar="JSON",
+        help="--physics: take the seed recipe's time to Q2 from an earlier `inr-fast bench` result instead "
+        "of measuring it (--seed-jets)",
+    )
+    parser.add_argument(
+        "--tagger-jets",
+        type=int,
+        default=None,
+        metavar="N",
+        help="--physics: jets the taggers train and compare on (default: all)",
+    )
     parser.add_argument(
         "--parity-seed",
         default=None,
@@ -97,9 +126,33 @@ def run_parity(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_physics(args: argparse.Namespace) -> int:
+    """``inr-fast bench --physics``: the physics targets (see :mod:`inr_fast.bench.physics`)."""
+    check_device(args.device)
+    n = 1000 if args.n_jets is None else args.n_jets
+    seed_jets = 2 if args.seed_jets is None else args.seed_jets
+    if n < 10:
+        raise ConfigError(f"--n must be at least 10 for --physics (the taggers' folds), got {n}")
+    if seed_jets < 1 and args.seed_from is None:
+        raise ConfigError("--seed-jets must be positive (or give --seed-from)")
+    out = result_path(args, "physics")
+    started = time.time()
+    result = physics_bench(
+        args.work, args.preset, n, seed_jets, args.seed_from, args.tagger_jets, args.device
+    )
+    result.update(machine=machine_info(args.device), seconds=time.time() - started)
+    atomic_write_bytes(out, (json.dumps(result, indent=1, default=float) + "\n").encode(), overwrite=True)
+    print(machine_line(result["machine"]))
+    print(result["table"])
+    print(f"\nwrote {out} ({result['seconds']:.0f} s)")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     if args.parity:
         return run_parity(args)
+    if args.physics:
+        return run_physics(args)
     n = (8 if args.quick else 64) if args.n_jets is None else args.n_jets
     seed_jets = (2 if args.quick else 8) if args.seed_jets is None else args.seed_jets
     if n < 2:

@@ -7,6 +7,7 @@ import argparse
 
 from inr_fast.commands.common import add_executor_arguments, cluster_options, dry_run
 from inr_fast.jobs.evaluate import EvaluateCommand, evaluate
+from inr_fast.jobs.physics import TAGGER_JETS
 
 
 def add_lpips_argument(parser: argparse.ArgumentParser) -> None:
@@ -20,6 +21,24 @@ def add_lpips_argument(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--no-lpips", dest="lpips", action="store_const", const="no", help="same as --lpips no"
+    )
+
+
+def add_physics_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-physics",
+        dest="physics",
+        action="store_false",
+        help="skip the physics section (substructure observables of every jet, Q2p, the fidelity "
+        "table and the quark/gluon taggers; physics.json, observables.npz)",
+    )
+    parser.add_argument(
+        "--tagger-jets",
+        type=int,
+        default=TAGGER_JETS,
+        metavar="N",
+        help=f"jets (evenly spaced over the run) the quark/gluon taggers are trained and compared on "
+        f"(default {TAGGER_JETS}; 0: no taggers)",
     )
 
 
@@ -40,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="measure again although metrics.csv and summary.json are up to date (out-of-date or "
         "interrupted ones are always redone)",
     )
+    add_physics_arguments(parser)
     add_executor_arguments(parser)
 
 
@@ -57,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         executor=args.executor,
         workers=args.workers,
         cluster=cluster_options(args),
+        physics=args.physics,
+        tagger_jets=args.tagger_jets,
     )
     print(evaluate(cmd)[2])
     return 0

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from inr_fast.commands.evaluate import add_lpips_argument
+from inr_fast.commands.evaluate import add_lpips_argument, add_physics_arguments
 from inr_fast.errors import ConfigError
 from inr_fast.model.render import MAX_RESOLUTION
-from inr_fast.report.html import FIGURE_NAMES, SUPERRES, ReportCommand, write_report
+from inr_fast.report.html import FIGURE_NAMES, PHYSICS_FIGURES, SUPERRES, ReportCommand, write_report
 
 
 def parse_jets(text: str | None) -> list[int] | None:
@@ -46,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"fine render P x P (default {SUPERRES}, at most {MAX_RESOLUTION})",
     )
     add_lpips_argument(parser)
+    add_physics_arguments(parser)
     parser.add_argument(
         "--data",
         default=None,
@@ -62,11 +63,13 @@ def run(args: argparse.Namespace) -> int:
         superres_jet=args.superres_jet,
         resolution=args.resolution,
         lpips=args.lpips,
+        physics=args.physics,
+        tagger_jets=args.tagger_jets,
         data=args.data,
         overwrite=args.overwrite,
         progress=not args.quiet,
     )
     path = write_report(cmd)
-    names = ", ".join(FIGURE_NAMES)
+    names = ", ".join(n for n in (*FIGURE_NAMES, *PHYSICS_FIGURES) if (path.parent / n).is_file())
     print(f"wrote {path} (self-contained) and {names} in {path.parent}")
     return 0

@@ -34,16 +34,16 @@ import torch
 
 from inr_fast import store
 from inr_fast.atomic import atomic_write_bytes
-from inr_fast.data.grid import pixel_grid
 from inr_fast.data.jetfile import JetFile
-from inr_fast.data.normalise import PerJetMaxScaler
+from inr_fast.data.stats import DataStats
 from inr_fast.errors import ConfigError, DataError, InrFastError, OutputExistsError
 from inr_fast.jobs.cluster import ClusterOptions, Executor
-from inr_fast.layout import IMAGE_SIZE, N_CHANNELS, label_name
-from inr_fast.metrics.levels import compute_all
+from inr_fast.jobs.physics import TAGGER_JETS, format_physics, physics_section, write_physics
+from inr_fast.jobs.render import render_batch
+from inr_fast.layout import label_name
+from inr_fast.metrics.levels import compute_all, q2p
 from inr_fast.metrics.lpips import available as lpips_available
-from inr_fast.model.render import evaluate_params
-from inr_fast.model.support import Decoding, decode
+from inr_fast.metrics.substructure import substructure
 from inr_fast.progress import Progress, log
 from inr_fast.train.backend import resolve_device
 from inr_fast.util import jet_digests
@@ -83,54 +83,31 @@ def _fmt_value(v) -> str:
     return repr(float(v))
 
 
-def render_batch(result, positions: np.ndarray, device: torch.device | str = "cpu") -> np.ndarray:
-    """Reconstructions of the jets at ``positions`` of a :class:`inr_fast.train.result.FitResult` (one chunk),
-    rendered from their stored parameters on the native grid: (k, 125, 125, 3) float32 GeV.
-
-    Same arithmetic as :func:`inr_fast.model.render.render_jet` at 125 x 125 (reference model, float32, no
-    autocast, then the jet's normaliser inverted), batched over the k jets; failed and empty jets are
-    zeros.
-    """
-    positions = np.asarray(positions, dtype=np.int64)
-    out = np.zeros((len(positions), IMAGE_SIZE, IMAGE_SIZE, N_CHANNELS), dtype=np.float32)
-    skip = np.asarray(result.failed, dtype=bool) | np.asarray(result.empty, dtype=bool)
-    ok = positions[~skip[positions]]
-    if ok.size == 0:
-        return out
-    dev = torch.device(device)
-    sel = torch.from_numpy(ok)
-    weights = [w[sel] for w in result.weights]
-    biases = [b[sel] for b in result.biases]
-    values = evaluate_params(result.config.model, weights, biases, pixel_grid(IMAGE_SIZE, device=dev))
-    if result.norm_scales is not None:
-        norm = PerJetMaxScaler(np.asarray(result.norm_scales)[ok], mode="jet")
-    else:
-        norm = result.normaliser
-    if norm is not None:
-        values = norm.inverse(values)
-    if result.support is not None:
-        decoding = result.decoding or Decoding()
-        mask = torch.from_numpy(np.asarray(result.support)[ok].reshape(len(ok), -1, N_CHANNELS)).to(dev)
-        values = decode(values, mask, decoding.tensor_zs(dev), decoding.towers)
-    images = values.to("cpu", torch.float32).numpy().reshape(len(ok), IMAGE_SIZE, IMAGE_SIZE, N_CHANNELS)
-    out[np.isin(positions, ok)] = images
-    return out
-
-
 def eval_path(run: str | os.PathLike, chunk: int) -> Path:
     return Path(run) / store.EVAL_DIR / f"chunk_{chunk:06d}.json"
 
 
 def evaluate_chunk(
-    run: Path, cfg: store.RunConfig, chunk: int, jf: JetFile, with_lpips: bool, device: torch.device
-) -> dict[str, np.ndarray]:
+    run: Path,
+    cfg: store.RunConfig,
+    chunk: int,
+    jf: JetFile,
+    with_lpips: bool,
+    device: torch.device,
+    physics: bool = False,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
     """Every metric of the jets of one chunk (columns -> (k,) arrays), the originals checked against
-    the digests of the jets that were fitted."""
+    the digests of the jets that were fitted; with ``physics``, also the Q2p conditions (columns
+    ``q2p``, ``q2p_*``) and the substructure observables of originals and reconstructions
+    (``orig.NAME``, ``recon.NAME``, the second dict), judged with the run's zero-suppression
+    levels."""
     result = store.load_chunk(run, chunk, cfg)
     digests = store.chunk_digests(run, chunk)
     nbytes = store.chunk_path(run, chunk).stat().st_size / max(len(result), 1)
     seconds = result.seconds / max(len(result), 1)
     columns: dict[str, list] = {}
+    observables: dict[str, list] = {}
+    levels = _levels(cfg, jf) if physics else None
     for start in range(0, len(result), EVAL_BATCH):
         pos = np.arange(start, min(start + EVAL_BATCH, len(result)))
         idx = result.indices[pos]
@@ -151,19 +128,47 @@ def evaluate_chunk(
             "bytes": np.full(len(pos), round(nbytes), dtype=np.int64),
             "reached_target": np.asarray(result.reached_target)[pos].astype(np.int64),
         }
+        if physics:
+            q = q2p(x_hat, x, levels=levels, lazy=False)
+            rows["q2p"] = q["Q2p"].astype(np.int64)
+            for name in Q2P_COLUMNS:
+                rows[f"q2p_{name}"] = np.asarray(q[name], dtype=np.int64)
+            for tag, images in (("orig", x), ("recon", x_hat)):
+                for name, values in substructure(images, levels).items():
+                    observables.setdefault(f"{tag}.{name}", []).append(np.asarray(values))
         for name, values in rows.items():
             columns.setdefault(name, []).append(np.asarray(values))
-    return {name: np.concatenate(parts) for name, parts in columns.items()}
+    cols = {name: np.concatenate(parts) for name, parts in columns.items()}
+    return cols, ({name: np.concatenate(parts) for name, parts in observables.items()} if physics else None)
 
 
-def _load_eval(path: Path, sha256: str, with_lpips: bool) -> dict[str, np.ndarray] | None:
+#: the Q2p conditions recorded per jet in metrics.csv (1 = holds)
+Q2P_COLUMNS = ("Q2", "off_support", "floor", "counts", "cone_mass", "cone_girth", "cone_e2")
+
+
+def _levels(cfg: store.RunConfig, jf: JetFile) -> np.ndarray:
+    """The zero-suppression levels observables and Q2p judge by: the run's data statistics, or (a run
+    fitted before they were recorded) those of the run's jets, read from the data."""
+    if cfg.data_stats is not None:
+        return cfg.data_stats.levels()
+    stats = DataStats.of(jf.read(cfg.indices[:0]))
+    for chunk in range(len(cfg.chunks)):
+        stats = stats + DataStats.of(jf.read(cfg.chunk_indices(chunk)))
+    return stats.levels()
+
+
+def _load_eval(
+    path: Path, sha256: str, with_lpips: bool, physics: bool = False
+) -> dict[str, np.ndarray] | None:
     """A chunk's stored metrics if they measure the chunk as it is now (same sha256, same LPIPS
-    setting); None otherwise."""
+    setting, observables when asked for); None otherwise."""
     try:
         d = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
     if d.get("chunk_sha256") != sha256 or d.get("lpips") != with_lpips:
+        return None
+    if physics and not d.get("physics"):
         return None
     return {
         k: np.asarray(v, dtype=np.int64 if k in INT_COLUMNS else np.float64) for k, v in d["columns"].items()
@@ -179,27 +184,35 @@ def evaluate_chunk_task(
     data: str | None,
     threads: int,
     fresh: bool,
+    physics: bool = False,
 ) -> int:
     """Measure one chunk into RUN/eval/chunk_NNNNNN.json (a worker task, also what the serial executor
-    runs), with ``threads`` torch threads. Metrics measured before for the same chunk sha256 and LPIPS
-    setting are kept unless ``fresh``; the originals are checked against the fitted jets' digests
-    either way. Returns the chunk's number of jets."""
+    runs), with ``threads`` torch threads. Metrics measured before for the same chunk sha256, LPIPS and
+    physics settings are kept unless ``fresh``; the originals are checked against the fitted jets'
+    digests either way. Returns the chunk's number of jets."""
     torch.set_num_threads(threads)
     run = Path(run)
     cfg = store.read_config(run)
     path = eval_path(run, chunk)
     with store.open_data(run, cfg, data) as jf:
-        if not fresh and _load_eval(path, sha256, with_lpips) is not None:
+        if not fresh and _load_eval(path, sha256, with_lpips, physics) is not None:
             idx = cfg.chunk_indices(chunk)
             store.check_digests(
                 run, chunk, idx, store.chunk_digests(run, chunk), jet_digests(jf.read(idx)), jf.path
             )
             return len(idx)
-        cols = evaluate_chunk(run, cfg, chunk, jf, with_lpips, resolve_device(device))
-    record = {"chunk": chunk, "chunk_sha256": sha256, "lpips": with_lpips}
+        cols, obs = evaluate_chunk(run, cfg, chunk, jf, with_lpips, resolve_device(device), physics)
+    record = {"chunk": chunk, "chunk_sha256": sha256, "lpips": with_lpips, "physics": physics}
     record["columns"] = {k: v.tolist() for k, v in cols.items()}
+    if obs is not None:
+        record["observables"] = {k: v.tolist() for k, v in obs.items()}
     atomic_write_bytes(path, (json.dumps(record, allow_nan=True) + "\n").encode())
     return len(cols["index"])
+
+
+def _load_observables(path: Path) -> dict[str, np.ndarray]:
+    d = json.loads(path.read_text()).get("observables", {})
+    return {k: np.asarray(v, dtype=np.int64 if "_n_" in k else np.float64) for k, v in d.items()}
 
 
 def evaluate_run(
@@ -210,13 +223,15 @@ def evaluate_run(
     progress: bool = False,
     fresh: bool = False,
     executor: Executor | None = None,
-) -> tuple[dict[str, np.ndarray], dict]:
+    physics: bool = False,
+) -> tuple[dict[str, np.ndarray], dict, dict[str, np.ndarray] | None]:
     """Every metric of every fitted jet of ``run``: (table, state). table: column -> (n,) array in the
     order of the run's jets (columns :data:`ID_COLUMNS`, the keys of ``compute_all``,
     :data:`FIT_COLUMNS`); state: :func:`inr_fast.store.run_state` of the chunks measured (unfinished
     chunks are left out). One task per chunk (:func:`evaluate_chunk_task`) on ``executor`` (default:
     here, one after another); chunks measured before (``RUN/eval/``) are reused when unchanged, unless
-    ``fresh``. The table is then read back from the per-chunk files."""
+    ``fresh``. The table is then read back from the per-chunk files; with ``physics`` the third value
+    holds every jet's substructure observables (``orig.NAME``, ``recon.NAME``), else None."""
     run = Path(run)
     cfg = store.read_config(run)
     device = str(resolve_device(device))
@@ -232,26 +247,34 @@ def evaluate_run(
         args = [(str(run), c, state["sha256"][str(c)], with_lpips, device, data) for c in done]
         if executor.serial:
             for a in args:
-                bar.update(evaluate_chunk_task(*a, torch.get_num_threads(), fresh))
+                bar.update(evaluate_chunk_task(*a, torch.get_num_threads(), fresh, physics))
         else:
             bar.set_status(executor.describe())
             rid = hashlib.blake2b(str(run.resolve()).encode(), digest_size=4).hexdigest()
             futures = [
                 executor.submit(
-                    evaluate_chunk_task, *a, executor.threads, fresh, key=f"inr-fast-eval-{rid}-{a[1]}"
+                    evaluate_chunk_task,
+                    *a,
+                    executor.threads,
+                    fresh,
+                    physics,
+                    key=f"inr-fast-eval-{rid}-{a[1]}",
                 )
                 for a in args
             ]
             for future in executor.as_completed(futures):
                 bar.update(future.result())
-    parts = []
+    parts, obs_parts = [], []
     for c in done:
-        cols = _load_eval(eval_path(run, c), state["sha256"][str(c)], with_lpips)
+        cols = _load_eval(eval_path(run, c), state["sha256"][str(c)], with_lpips, physics)
+        if physics:
+            obs_parts.append(_load_observables(eval_path(run, c)))
         if cols is None:  # pragma: no cover - a task reported success without writing
             raise DataError(f"{eval_path(run, c)}: missing after its task; run `inr-fast evaluate` again")
         parts.append(cols)
     table = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
-    return table, state
+    obs = {name: np.concatenate([p[name] for p in obs_parts]) for name in obs_parts[0]} if physics else None
+    return table, state, obs
 
 
 def metrics_csv(table: dict[str, np.ndarray]) -> str:
@@ -408,16 +431,21 @@ class EvaluateCommand:
     executor: str = "serial"
     workers: int = 1
     cluster: ClusterOptions = field(default_factory=ClusterOptions)
+    physics: bool = True
+    tagger_jets: int = TAGGER_JETS
 
 
 def _csv_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def outputs_state(run: Path, state: dict, with_lpips: bool) -> str:
+def outputs_state(
+    run: Path, state: dict, with_lpips: bool, physics: bool = False, tagger_jets: int = 0
+) -> str:
     """Whether RUN's metrics.csv / summary.json pair is ``missing``, ``incomplete`` (one of the two,
-    or summary.json does not vouch for metrics.csv: a writer was interrupted), ``stale`` (it measured
-    other chunks, or with another LPIPS setting) or ``current``."""
+    or summary.json does not vouch for metrics.csv, or for physics.json / observables.npz: a writer
+    was interrupted), ``stale`` (it measured other chunks, or with another LPIPS or physics setting)
+    or ``current``."""
     csv_path, summary_path = run / METRICS_NAME, run / SUMMARY_NAME
     if not csv_path.exists() and not summary_path.exists():
         return "missing"
@@ -425,9 +453,16 @@ def outputs_state(run: Path, state: dict, with_lpips: bool) -> str:
         summary = json.loads(summary_path.read_text())
         if summary.get("metrics_csv_sha256") != _csv_sha256(csv_path):
             return "incomplete"
+        for name, digest in (summary.get("physics_sha256") or {}).items():
+            if _csv_sha256(run / name) != digest:
+                return "incomplete"
     except (OSError, ValueError):
         return "incomplete"
     if summary.get("run_state") != state or summary.get("lpips") != with_lpips:
+        return "stale"
+    if bool(summary.get("physics_sha256")) != physics:
+        return "stale"
+    if physics and summary.get("tagger_jets") != tagger_jets:
         return "stale"
     return "current"
 
@@ -460,7 +495,9 @@ def evaluate_locked(
         notes.append(f"LPIPS not measured: {why}")
     t0 = time.perf_counter()
     store.clean_stale_temporaries(run)
-    status = outputs_state(run, store.run_state(run, cfg), with_lpips)
+    if cmd.tagger_jets < 0:
+        raise ConfigError(f"--tagger-jets must be >= 0, got {cmd.tagger_jets}")
+    status = outputs_state(run, store.run_state(run, cfg), with_lpips, cmd.physics, cmd.tagger_jets)
     if status == "current" and not cmd.overwrite and not refuse_current:
         table = read_metrics(run / METRICS_NAME)
         summary = json.loads((run / SUMMARY_NAME).read_text())
@@ -472,8 +509,8 @@ def evaluate_locked(
     if status in ("incomplete", "stale"):
         log.info("%s: metrics.csv / summary.json are %s: measuring again", run, status)
     with Executor(cmd.executor, cmd.workers, cmd.cluster, client) as executor:
-        table, state = evaluate_run(
-            run, with_lpips, cmd.device, cmd.data, cmd.progress, cmd.overwrite, executor
+        table, state, obs = evaluate_run(
+            run, with_lpips, cmd.device, cmd.data, cmd.progress, cmd.overwrite, executor, cmd.physics
         )
     n_done, n_chunks = len(state["done"]), state["chunks"]
     extra = {
@@ -491,6 +528,16 @@ def evaluate_locked(
             f"partial run: {n_done} of {n_chunks} chunks fitted ({len(table['index'])} of "
             f"{len(cfg.indices)} jets); re-run `inr-fast fit` to finish it"
         )
+    physics_text = ""
+    if cmd.physics:
+        section, arrays = physics_section(
+            run, cfg, table, obs, tagger_jets=cmd.tagger_jets, data=cmd.data, device=cmd.device
+        )
+        if "taggers_note" in section:
+            notes.append(section["taggers_note"])
+        extra["physics_sha256"] = write_physics(run, section, arrays)
+        extra["tagger_jets"] = cmd.tagger_jets
+        physics_text = format_physics(section)
     summary = summarise(table, str(run), with_lpips, extra)
     summary["notes"] = notes
     summary["run_state"] = state
@@ -500,6 +547,8 @@ def evaluate_locked(
     text = json.dumps(summary, indent=1, allow_nan=False) + "\n"
     atomic_write_bytes(run / SUMMARY_NAME, text.encode(), overwrite=True)
     out = format_table(table, cmd.max_rows)
+    if physics_text:
+        out += "\n\n" + physics_text
     out += f"\n{run}: {len(table['index'])} jets evaluated in {time.perf_counter() - t0:.1f} s"
     out += f"; wrote {csv_path} and {run / SUMMARY_NAME}"
     out += f"\nfitted with preset {cfg.fit.name!r}, backend {extra['backend_choice']}"

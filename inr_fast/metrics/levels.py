@@ -130,7 +130,8 @@ def q2_conditions(th: torch.Tensor, t: torch.Tensor, metrics: dict | None = None
     else:
         mass, mass_hat, pt = (physics.jet_mass(t), physics.jet_mass(th), physics.jet_pt(t))
         mass, mass_hat, pt = (v.detach().cpu().numpy() for v in (mass, mass_hat, pt))
-    mass_err = np.nan_to_num(np.abs(mass_hat - mass) / np.maximum(mass, pt * PITCH), nan=np.inf)
+    with np.errstate(divide="ignore", invalid="ignore"):  # an empty jet: 0 / 0, judged as failing
+        mass_err = np.nan_to_num(np.abs(mass_hat - mass) / np.maximum(mass, pt * PITCH), nan=np.inf)
     out = {
         "rel_l2": rel <= Q2_REL_L2,
         "sums": np.all(np.abs(s_hat - s) <= Q2_SUM_REL * scale, axis=-1),

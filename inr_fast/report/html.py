@@ -21,14 +21,18 @@ from inr_fast import store
 from inr_fast.atomic import atomic_write_bytes
 from inr_fast.errors import ConfigError, DataError
 from inr_fast.jobs.evaluate import EvaluateCommand, _refuse_existing, evaluate_locked, table_rows
+from inr_fast.jobs.physics import TAGGER_JETS, read_physics
 from inr_fast.model.render import MAX_RESOLUTION
 from inr_fast.progress import log
 from inr_fast.report import figures
+from inr_fast.report import physics as physics_figures
 from inr_fast.report.plots import save_figure
 from inr_fast.util import jet_digests
 
 REPORT_NAME = "report.html"
 FIGURE_NAMES = ("curve.png", "distributions.png", "compare.png", "superres.png")
+#: figures of the physics section (when the run was evaluated with physics)
+PHYSICS_FIGURES = ("observables.png", "roc.png")
 SUPERRES = 375
 
 
@@ -144,6 +148,78 @@ figcaption{font-size:0.85em;color:#555}.note{color:#555;font-size:0.9em}
 """
 
 
+def _pct(v) -> str:
+    return "" if v is None else f"{100 * v:+.3g}"
+
+
+def _physics_html(section: dict) -> str:
+    """The physics section: Q2p and its conditions, then per observable the bias, resolution and fraction
+    of jets outside 2 % for all jets and per class, then the taggers."""
+    parts = ["<h2>Physics fidelity</h2>"]
+    q = section.get("q2p") or {}
+    if q.get("q2p") is not None:
+        conds = ", ".join(f"{k[4:]} {100 * v:.1f} %" for k, v in q.items() if k != "q2p" and v is not None)
+        parts.append(
+            f"<p>Q2p (Q2 and the physics conditions, docs/design.md) holds for <b>{100 * q['q2p']:.1f} %</b>"
+            f" of {section['n_jets']} jets; per condition: {html.escape(conds)}.</p>"
+        )
+    parts.append(
+        '<p class="note">Per observable: the median (bias) and half the central 68 % width (res68) of the '
+        "per-jet error (reconstruction &minus; original) / original in %, and the fraction of jets outside "
+        "&plusmn;2 %; *_tower_var errors are absolute. Observables of originals and reconstructions are "
+        "judged with the same zero-suppression levels.</p>"
+    )
+    by = {}
+    for r in section.get("fidelity", []):
+        by.setdefault(r["observable"], {})[r["class"]] = r
+    header = ["observable"] + [
+        f"{c} {s}" for c in ("all", "quark", "gluon") for s in ("bias", "res68", "out")
+    ]
+    rows = []
+    for name, cls in by.items():
+        row = [name]
+        for c in ("all", "quark", "gluon"):
+            r = cls.get(c)
+            if r is None:
+                row += ["", "", ""]
+                continue
+            if name.endswith("tower_var"):
+                row += [
+                    "" if r["bias"] is None else f"{r['bias']:.3g}",
+                    "" if r["res68"] is None else f"{r['res68']:.3g}",
+                ]
+            else:
+                row += [_pct(r["bias"]), _pct(r["res68"])]
+            row.append("" if r["frac_out"] is None else f"{100 * r['frac_out']:.1f} %")
+        rows.append(row)
+    parts.append(_html_table(header, rows, "physics"))
+    taggers = section.get("taggers") or {}
+    if taggers:
+        header = ["tagger", "jets", "AUC originals", "AUC reconstructions", "dAUC", "dAUC error", "flips"]
+        rows = [
+            [
+                name,
+                str(t["n"]),
+                f"{t['auc']:.4f}",
+                f"{t['auc_hat']:.4f}",
+                f"{t['dauc']:+.4f}",
+                "" if t["dauc_err"] is None else f"{t['dauc_err']:.4f}",
+                f"{100 * t['flip_frac']:.1f} %",
+            ]
+            for name, t in taggers.items()
+        ]
+        parts.append(
+            '<p class="note">Quark/gluon taggers trained on the original jets only (cross-fitted, '
+            f"{section.get('tagger_sample', {}).get('n_folds', '')} folds) and applied to originals and "
+            "reconstructions of the same held-out jets; dAUC error from a paired bootstrap; flips: decisions "
+            "that change at the originals' median score.</p>"
+        )
+        parts.append(_html_table(header, rows, "taggers"))
+    elif section.get("taggers_note"):
+        parts.append(f'<p class="note">{html.escape(section["taggers_note"])}</p>')
+    return "\n".join(parts)
+
+
 def build_html(
     title: str,
     config_items: list[tuple[str, str]],
@@ -151,6 +227,7 @@ def build_html(
     table: dict[str, np.ndarray],
     figures: list[tuple[str, bytes, str]],
     max_rows: int = 200,
+    physics: dict | None = None,
 ) -> str:
     """The report page: notes (a partial run says so first), summary statistics, the figures, the per-jet
     table, and the configuration last; figures as ``data:image/png;base64`` images (name, PNG bytes,
@@ -169,6 +246,8 @@ def build_html(
         "<h2>Summary</h2>",
         _summary_table(summary),
     ]
+    if physics is not None:
+        parts.append(_physics_html(physics))
     for name, png, caption in figures:
         data = base64.b64encode(png).decode("ascii")
         parts.append(f"<h2>{html.escape(caption.split(':')[0])}</h2>")
@@ -200,6 +279,8 @@ class ReportCommand:
     data: str | None = None
     overwrite: bool = False
     progress: bool = True
+    physics: bool = True
+    tagger_jets: int = TAGGER_JETS
 
 
 def _originals(run: Path, cfg: store.RunConfig, jets: list[int], data) -> np.ndarray:
@@ -224,9 +305,17 @@ def write_report(cmd: ReportCommand) -> Path:
     if isinstance(cmd.resolution, bool) or not 1 <= cmd.resolution <= MAX_RESOLUTION:
         raise ConfigError(f"--resolution must be an integer in 1..{MAX_RESOLUTION}, got {cmd.resolution}")
     own = [run / REPORT_NAME, run / "distributions.png", run / "superres.png"]
+    own += [run / name for name in PHYSICS_FIGURES]
     _refuse_existing(own, cmd.overwrite)
     with store.RunLock(run, "inr-fast report"):
-        evaluated = EvaluateCommand(str(run), lpips=cmd.lpips, data=cmd.data, progress=cmd.progress)
+        evaluated = EvaluateCommand(
+            str(run),
+            lpips=cmd.lpips,
+            data=cmd.data,
+            progress=cmd.progress,
+            physics=cmd.physics,
+            tagger_jets=cmd.tagger_jets,
+        )
         table, summary, text = evaluate_locked(evaluated, refuse_current=False)
         if "evaluated in" in text:
             log.info("evaluated the run first:\n%s", text)
@@ -294,11 +383,48 @@ def _write_report_locked(cmd: ReportCommand, run: Path, cfg, table: dict, summar
             f"Super-resolution: jet {sr} as stored and rendered at {cmd.resolution} x {cmd.resolution}"
             " (per-channel sums conserved)",
         )
+    phys = read_physics(run) if cmd.physics else None
+    if phys is not None:
+        section, arrays = phys
+        names = sorted(k[5:] for k in arrays if k.startswith("orig."))
+        keep = ~(np.asarray(table["failed"], dtype=bool) | np.asarray(table["empty"], dtype=bool))
+        emit(
+            physics_figures.distribution_figure(
+                {k: arrays[f"orig.{k}"][keep] for k in names},
+                {k: arrays[f"recon.{k}"][keep] for k in names},
+                arrays["label"][keep],
+            ),
+            "observables.png",
+            "Observables: original (solid) and reconstructed (dashed) distributions per class, with the "
+            f"ratio reconstruction / original ({int(keep.sum())} jets)",
+        )
+        if section.get("taggers"):
+            results = {
+                name: {
+                    **{k: float("nan") if v is None else v for k, v in t.items()},
+                    "roc": tuple(map(np.asarray, t["roc"])),
+                    "roc_hat": tuple(map(np.asarray, t["roc_hat"])),
+                }
+                for name, t in section["taggers"].items()
+            }
+            emit(
+                physics_figures.roc_figure(results),
+                "roc.png",
+                "Taggers: ROC curves of the quark/gluon taggers on original (solid) and reconstructed "
+                f"(dashed) jets ({section['tagger_sample']['n']} jets)",
+            )
     config_items = [
         ("run directory", str(run.resolve())),
         *_flatten(json.loads((run / "config.json").read_text())),
     ]
-    page = build_html(f"inr-fast report: {run.name}", config_items, summary, table, pngs)
+    page = build_html(
+        f"inr-fast report: {run.name}",
+        config_items,
+        summary,
+        table,
+        pngs,
+        physics=phys[0] if phys is not None else None,
+    )
     return atomic_write_bytes(run / REPORT_NAME, page.encode())
 
 

@@ -12,7 +12,8 @@ import pytest
 from inr_fast import store
 from inr_fast.cli import main
 from inr_fast.commands.report import parse_jets
-from inr_fast.jobs.evaluate import format_table, render_batch, summarise
+from inr_fast.jobs.evaluate import format_table, summarise
+from inr_fast.jobs.render import render_batch
 from inr_fast.metrics.levels import compute_all
 from inr_fast.report.figures import plot_distributions
 from inr_fast.report.html import choose_jets

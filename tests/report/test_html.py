@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -67,14 +68,14 @@ def test_report_self_contained_with_figures(reported):
     assert not [t for t, _ in parser.tags if t in ("script", "link", "iframe", "object", "embed")]
     srcs = [a.get("src", "") for t, a in parser.tags if "src" in a]
     imgs = [a for t, a in parser.tags if t == "img"]
-    assert len(imgs) == len(srcs) == 4
+    assert len(imgs) == len(srcs) == 5  # the four figures and the observables (too few jets for ROC)
     for a in imgs:
         prefix = "data:image/png;base64,"
         assert a["src"].startswith(prefix)
         png = base64.b64decode(a["src"][len(prefix) :])
         assert png == (run / a["alt"]).read_bytes()  # the same PNG as written in RUN
         Image.open(io.BytesIO(png)).verify()
-    assert sorted(a["alt"] for a in imgs) == sorted(FIGURE_NAMES)
+    assert sorted(a["alt"] for a in imgs) == sorted((*FIGURE_NAMES, "observables.png"))
 
     # compare.png: 2 jets x (original, reconstruction, residual) rows by 3 channel columns
     with Image.open(run / "compare.png") as im:
@@ -85,6 +86,11 @@ def test_report_self_contained_with_figures(reported):
     for r in rows:
         assert f"<td>{float(r['psnr']):.2f}</td>" in page
     assert "compact" in page and "jet 2" in page
+    # the physics section carries physics.json's numbers
+    section = json.loads((run / "physics.json").read_text())
+    assert "Physics fidelity" in page and "taggers not run" in page
+    mass = next(r for r in section["fidelity"] if r["observable"] == "calo_cone_mass" and r["class"] == "all")
+    assert f"<td>calo_cone_mass</td><td>{100 * mass['bias']:+.3g}</td>" in page
 
 
 def test_report_refuses_overwrite_and_bad_jets(reported, capsys):
@@ -129,5 +135,5 @@ def test_report_in_headless_browser(reported, tmp_path):
         text=True,
         timeout=120,
     ).stdout
-    assert 'data-images="4"' in dom, dom[:500]
+    assert 'data-images="5"' in dom, dom[:500]
     assert 'data-broken="0"' in dom
