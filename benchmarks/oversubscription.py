@@ -36,7 +36,8 @@ if threads:
 with JetFile(sys.argv[1]) as jf:
     x = jf.read(range(int(sys.argv[2])))
 t0 = time.perf_counter()
-r = fit(x, "fast", device="cpu", max_steps=int(sys.argv[4]), target_level=None, batch_size=len(x))
+r = fit(x, "fast", device="cpu", max_steps=int(sys.argv[4]), target_level=None, target_rel_l2=None,
+        batch_size=len(x))
 dt = time.perf_counter() - t0
 print(r.n_steps.sum() / dt, torch.get_num_threads())
 """

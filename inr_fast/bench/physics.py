@@ -121,6 +121,7 @@ def physics_bench(
     device: str = "cpu",
     sets=JET_SETS,
     fit_options: dict | None = None,
+    label: str | None = None,
 ) -> dict:
     """Run the physics targets benchmark (module docstring); returns everything measured."""
     work = Path(work)
@@ -129,7 +130,7 @@ def physics_bench(
     out: dict = {"preset": preset, "n_jets": n_jets, "targets": TARGETS, "sets": {}}
     for name, sim_seed, pt_min, pt_max in sets:
         path = ensure_set(work, name, sim_seed, pt_min, pt_max, n_jets)
-        run = work / f"set_{name}-{n_jets}-{preset}"
+        run = work / f"set_{name}-{n_jets}-{label or preset}"
         print(f"bench --physics: set {name}, fitting {n_jets} jets with {preset} ...", flush=True)
         t0 = time.perf_counter()
         fit_run(FitCommand(file=str(path), out=str(run), preset=preset, device=device, **(fit_options or {})))

@@ -65,14 +65,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="X",
-        help="stop a jet at this rel. L2 (default: none)",
+        help=f"stop a jet at this rel. L2 (with any level target: both must hold; default: the preset's "
+        f"({preset_values('target_rel_l2')}))",
     )
     parser.add_argument(
         "--target-level",
-        choices=("Q1", "Q2", "none"),
+        choices=("Q1", "Q2", "Q2p", "none"),
         default=None,
         help="stop a jet once this quality level of docs/design.md holds (Q2: rel_l2, channel totals, "
-        "mass); none: run every step (e.g. --preset fast --max-steps 10000 --target-level none matches "
+        "mass; Q2p: Q2 and the physics conditions); none: run every step, no preset target (e.g. "
+        "--preset fast --max-steps 10000 --target-level none matches "
         f"the full seed recipe's quality, BENCHMARKS.md Q3); default: the preset's "
         f"({preset_values('target_level')})",
     )

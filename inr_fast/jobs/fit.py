@@ -69,8 +69,10 @@ class FitCommand:
             param_dtype=self.param_dtype,
             support=self.support,
         )
-        if self.target_level == "none":  # run every step: no level stops a jet
-            cfg = replace(cfg, target_level=None)
+        if self.target_level == "none":  # run every step: only targets given here stop a jet
+            cfg = replace(
+                cfg, target_level=None, target_rel_l2=self.target_rel_l2, target_psnr=self.target_psnr
+            )
         return replace(cfg, empty_samples=None) if self.empty_samples == 0 else cfg
 
 

@@ -111,6 +111,7 @@ def fit_chunk(
             monitor,
             live_support,
             decoding,
+            stats.levels(),
         )
         for i in range(n_layers):
             weights[i][live] = out.weights[i]

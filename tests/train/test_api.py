@@ -146,7 +146,7 @@ def test_fp16_autocast_with_per_jet_loss_scaling_tracks_float32():
     from inr_fast.data.grid import pixel_grid
 
     images = torch.from_numpy(make_jets(2, seed=9).reshape(2, -1, 3))
-    cfg = replace(FAST.with_overrides(max_steps=8, **TINY), empty_samples=None, bright_weight=0.0)
+    cfg = replace(FAST.with_overrides(max_steps=8, **TINY), empty_samples=None, bright_weight=0.0, support=False)
     norm = fit_normaliser(cfg.normalisation, images=images.numpy())
     fwd = get_forward(cfg.model, "reference")
     seeds = [jet_seed(0, 0), jet_seed(0, 1)]
@@ -229,7 +229,7 @@ def test_float16_parameters_are_stored_rounded_with_exact_channel_totals(tmp_pat
     from inr_fast.model.spec import param_count, stored_bytes_per_jet
 
     images = make_jets(2, seed=4)
-    kw = dict(device="cpu", max_steps=12, check_every=4, target_level=None, **TINY)
+    kw = dict(device="cpu", max_steps=12, check_every=4, target_level=None, target_rel_l2=None, **TINY)
     res = fit(images, "fast", param_dtype="float16", **kw)
     last = len(res.biases) - 1
     for i, t in enumerate(res.weights + res.biases[:last]):
