@@ -69,9 +69,10 @@ class Memory(threading.Thread):
             time.sleep(self.every)
 
 
-def fit(file: Path, run: Path, workers: int, kill_after: float | None = None) -> dict:
-    cmd = ["inr-fast", "fit", str(file), "--out", str(run), "--max-steps", "2", "--target-level", "none",
-           "--support", "--executor", "local", "--workers", str(workers), "-q", "--no-figures"]  # fmt: skip
+def fit(file: Path, run: Path, workers: int, preset: str, kill_after: float | None = None) -> dict:
+    cmd = ["inr-fast", "fit", str(file), "--out", str(run), "--preset", preset, "--max-steps", "2",
+           "--target-level", "none", "--executor", "local", "--workers", str(workers), "-q",
+           "--no-figures"]  # fmt: skip
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, start_new_session=True)
     mem = Memory(proc.pid)
@@ -104,6 +105,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--dir", default="/tmp/inr_fast_scale")
     ap.add_argument("--kill-after", type=float, default=600.0, help="seconds into the first fit")
+    ap.add_argument("--preset", default="compact", help="the preset fitted (default compact: 4.7 KB a jet)")
     args = ap.parse_args()
     work = Path(args.dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -112,15 +114,15 @@ def main() -> None:
         subprocess.run(
             ["inr-fast", "simulate", "--out", str(base), "--n", "1000", "--seed", "505", "-q"], check=True
         )
-    result = {"jets": args.jets, "workers": args.workers, "cores": os.cpu_count()}
+    result = {"jets": args.jets, "workers": args.workers, "cores": os.cpu_count(), "preset": args.preset}
     if not file.exists():
         result["make_file_seconds"] = make_file(file, args.jets, base)
     result["file_bytes"] = file.stat().st_size
-    result["first"] = fit(file, run, args.workers, kill_after=args.kill_after)
+    result["first"] = fit(file, run, args.workers, args.preset, kill_after=args.kill_after)
     cfg = store.read_config(run)
     result["chunks"] = len(cfg.chunks)
     result["chunks_done_at_kill"] = len(store.done_chunks(run, cfg))
-    result["resumed"] = fit(file, run, args.workers)
+    result["resumed"] = fit(file, run, args.workers, args.preset)
     result["chunks_done"] = len(store.done_chunks(run, cfg))
     result["run_bytes_per_jet"] = store.bytes_on_disk(run) / args.jets
     facts = store.fit_facts(run)

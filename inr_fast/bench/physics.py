@@ -155,7 +155,8 @@ def physics_bench(
         storage = storage_baselines(images_for_storage)
         # the seed recipe's time to Q2
         if previous is not None:
-            seed = previous["jet_sets"][name]["seed"]
+            # an `inr-fast bench` result, or an earlier `bench --physics` one
+            seed = (previous["jet_sets"] if "jet_sets" in previous else previous["sets"])[name]["seed"]
             seed_source = f"{seed_from} (set {name})"
         else:
             with h5py.File(path, "r") as f:
@@ -195,6 +196,7 @@ def physics_bench(
             "s_per_jet": per_jet,
             "seed_q2_s_per_jet": seed["Q2"]["median_s"],
             "seed_source": seed_source,
+            "seed": seed,
             "speedup_q2": seed["Q2"]["median_s"] / per_jet,
             "bytes_per_jet": summary["bytes_per_jet_on_disk"],
             "storage": storage,
