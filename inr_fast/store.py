@@ -601,6 +601,19 @@ def fit_facts(run: str | os.PathLike) -> dict[str, np.ndarray]:
     return {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()}
 
 
+def fit_seconds(run: str | os.PathLike) -> float:
+    """Seconds spent fitting the run's finished chunks, summed over their timing sidecars (NaN when a
+    sidecar is missing): the fit time of a run that was resumed, where one command's wall time is not."""
+    cfg = read_config(run)
+    total = 0.0
+    for c in done_chunks(run, cfg):
+        try:
+            total += float(json.loads(chunk_info_path(run, c).read_text())["seconds"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return math.nan
+    return total
+
+
 def fitted_indices(run: str | os.PathLike, cfg: RunConfig) -> list[int]:
     """File indices of the jets in the run's finished chunks, in run order."""
     return [int(i) for c in done_chunks(run, cfg) for i in cfg.chunks[c]]

@@ -146,7 +146,9 @@ def test_fp16_autocast_with_per_jet_loss_scaling_tracks_float32():
     from inr_fast.data.grid import pixel_grid
 
     images = torch.from_numpy(make_jets(2, seed=9).reshape(2, -1, 3))
-    cfg = replace(FAST.with_overrides(max_steps=8, **TINY), empty_samples=None, bright_weight=0.0, support=False)
+    cfg = replace(
+        FAST.with_overrides(max_steps=8, **TINY), empty_samples=None, bright_weight=0.0, support=False
+    )
     norm = fit_normaliser(cfg.normalisation, images=images.numpy())
     fwd = get_forward(cfg.model, "reference")
     seeds = [jet_seed(0, 0), jet_seed(0, 1)]
