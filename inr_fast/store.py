@@ -61,7 +61,7 @@ from inr_fast.model.spec import ModelSpec, param_count, stored_bytes_per_jet
 from inr_fast.model.support import Decoding, pack_supports, unpack_supports
 from inr_fast.train.config import FitConfig
 from inr_fast.train.result import FitResult
-from inr_fast.util import format_indices, jet_digests, refuse_unknown, tensors_sha256
+from inr_fast.util import cpu_name, format_indices, jet_digests, refuse_unknown, tensors_sha256
 
 FORMAT_VERSION = 2
 CONFIG_NAME = "config.json"
@@ -456,6 +456,8 @@ def save_chunk(
         "n_jets": len(result),
         "seconds": float(result.seconds),
         "host": socket.gethostname(),
+        "cpu": cpu_name(),
+        "threads": torch.get_num_threads(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "inr_fast_version": __version__,
     }

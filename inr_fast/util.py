@@ -1,11 +1,12 @@
 """Small helpers every layer uses: refusing unknown configuration keys, describing index lists,
-checking positive integers, canonical hashes of tensors and jet images. Pure functions; they raise
-:mod:`inr_fast.errors` exceptions."""
+checking positive integers, canonical hashes of tensors and jet images, the CPU's name. Pure functions;
+they raise :mod:`inr_fast.errors` exceptions."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import platform
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -66,3 +67,13 @@ def jet_digests(images: np.ndarray) -> np.ndarray:
     for j in range(len(x)):
         out[j] = np.frombuffer(hashlib.blake2b(x[j].tobytes(), digest_size=DIGEST_BYTES).digest(), np.uint8)
     return out
+
+
+def cpu_name() -> str:
+    """The CPU model (``/proc/cpuinfo``'s model name where there is one), for timings' provenance."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            name = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "")
+    except OSError:
+        name = ""
+    return name or platform.processor() or platform.machine()

@@ -17,6 +17,7 @@ from inr_fast.data.simulate import SimulateConfig, simulate_jets
 from inr_fast.layout import IMAGE_SIZE, N_CHANNELS
 from inr_fast.model.spec import FUSED_WIDTHS
 from inr_fast.train.config import get_preset
+from inr_fast.util import cpu_name
 
 RAW_BYTES = IMAGE_SIZE * IMAGE_SIZE * N_CHANNELS * 4
 LEVELS = ("Q1", "Q2")
@@ -28,15 +29,9 @@ JET_SETS = (  # (name, simulation seed, pT window in GeV): seeds no test or demo
 
 def machine_info(device: str = "cpu") -> dict:
     """What the numbers were measured on: CPU model and cores, torch, and the GPU if used."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
     info = {
         "host": socket.gethostname(),
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
