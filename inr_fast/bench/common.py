@@ -7,8 +7,10 @@ from __future__ import annotations
 import os
 import platform
 import socket
+import subprocess
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,6 +29,20 @@ JET_SETS = (  # (name, simulation seed, pT window in GeV): seeds no test or demo
 )
 
 
+def _source_commit() -> str | None:
+    """The git commit of the source tree this package runs from (with "+dirty" when it has uncommitted
+    changes), or None outside a git checkout."""
+    here = Path(__file__).resolve().parents[2]
+    git = ["git", "-C", str(here)]
+    opts = {"capture_output": True, "text": True, "timeout": 10, "check": True}
+    try:
+        rev = subprocess.run([*git, "rev-parse", "--short", "HEAD"], **opts).stdout.strip()
+        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], **opts).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return rev + ("+dirty" if dirty else "") if rev else None
+
+
 def machine_info(device: str = "cpu") -> dict:
     """What the numbers were measured on: CPU model and cores, torch, and the GPU if used."""
     info = {
@@ -37,6 +53,9 @@ def machine_info(device: str = "cpu") -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
+    commit = _source_commit()
+    if commit:
+        info["commit"] = commit
     if device == "cuda" and torch.cuda.is_available():
         info.update(gpu=torch.cuda.get_device_name(), cuda=torch.version.cuda)
     return info
