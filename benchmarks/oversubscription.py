@@ -26,6 +26,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from inr_fast.bench.common import machine_info
+
 FIT = """
 import sys, time, torch
 from inr_fast.data.jetfile import JetFile
@@ -76,7 +78,7 @@ def main() -> None:
         subprocess.run(
             ["inr-fast", "simulate", "--out", str(path), "--n", "64", "--seed", "404", "-q"], check=True
         )
-        result = {"cores": cores, "jets": args.jets, "steps": args.steps}
+        result = {"machine": machine_info(), "cores": cores, "jets": args.jets, "steps": args.steps}
         result["alone_default"] = run_fits(path, args.jets, args.steps, 1, 0)
         result["two_default"] = run_fits(path, args.jets, args.steps, 2, 0)
         result["two_shared"] = run_fits(path, args.jets, args.steps, 2, max(1, cores // 2))

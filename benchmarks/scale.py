@@ -27,6 +27,7 @@ import numpy as np
 import psutil
 
 from inr_fast import store
+from inr_fast.bench.common import machine_info
 from inr_fast.data.jetfile import JetFile
 
 
@@ -114,7 +115,13 @@ def main() -> None:
         subprocess.run(
             ["inr-fast", "simulate", "--out", str(base), "--n", "1000", "--seed", "505", "-q"], check=True
         )
-    result = {"jets": args.jets, "workers": args.workers, "cores": os.cpu_count(), "preset": args.preset}
+    result = {
+        "machine": machine_info(),
+        "jets": args.jets,
+        "workers": args.workers,
+        "cores": os.cpu_count(),
+        "preset": args.preset,
+    }
     if not file.exists():
         result["make_file_seconds"] = make_file(file, args.jets, base)
     result["file_bytes"] = file.stat().st_size
