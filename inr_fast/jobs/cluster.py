@@ -186,8 +186,10 @@ class Executor:
             return self
         distributed = _dask()
         if self.executor == "local":
+            # the dashboard on a free port: None still means ":8787", and a second cluster on the machine
+            # (another run, a test) would find it taken
             cluster = distributed.LocalCluster(
-                n_workers=self.workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                n_workers=self.workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                 memory_limit=self.options.memory if self.options.memory != ClusterOptions.memory else "auto",
             )  # fmt: skip
             self._own = cluster

@@ -51,8 +51,8 @@ def serial_run(jet_file, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def client():
     cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    )
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    )  # a free port: ":8787" may be taken by another cluster on the machine
     with distributed.Client(cluster) as c:
         yield c
     cluster.close()
