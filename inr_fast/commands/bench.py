@@ -62,8 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--seed-from",
         default=None,
         metavar="JSON",
-        help="--physics: take the seed recipe's time to Q2 from an earlier `inr-fast bench` result instead "
-        "of measuring it (--seed-jets)",
+        help="--physics: take the seed recipe's time to Q2 from an earlier `inr-fast bench` or "
+        "`bench --physics` result (same sets, same machine) instead of measuring it (--seed-jets)",
     )
     parser.add_argument(
         "--tagger-jets",
