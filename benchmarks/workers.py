@@ -37,7 +37,7 @@ def fit(file: str, run: Path, n: int, preset: str, extra: list[str]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--file", required=True)
-    ap.add_argument("--n", type=int, default=128)
+    ap.add_argument("--n", type=int, default=128, help="jets (default 128: 2 chunks of 64, one per worker)")
     ap.add_argument("--preset", default="fast")
     ap.add_argument("--out", default="benchmarks/results/workers.json")
     args = ap.parse_args()
