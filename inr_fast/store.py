@@ -533,11 +533,7 @@ def load_chunk(run: str | os.PathLike, chunk: int, cfg: RunConfig | None = None)
         full = np.full((k, cfg.fit.max_steps), np.nan, dtype=np.float32)
         full[:, steps] = t[name].numpy()
         hist[name] = full
-    info_path = chunk_info_path(run, chunk)
-    try:
-        seconds = float(json.loads(info_path.read_text())["seconds"])
-    except (OSError, ValueError, KeyError, TypeError):
-        seconds = math.nan
+    seconds = chunk_seconds(run, chunk)
     return FitResult(
         config=cfg.fit,
         indices=t["indices"].numpy(),
@@ -607,13 +603,15 @@ def fit_seconds(run: str | os.PathLike) -> float:
     """Seconds spent fitting the run's finished chunks, summed over their timing sidecars (NaN when a
     sidecar is missing): the fit time of a run that was resumed, where one command's wall time is not."""
     cfg = read_config(run)
-    total = 0.0
-    for c in done_chunks(run, cfg):
-        try:
-            total += float(json.loads(chunk_info_path(run, c).read_text())["seconds"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return math.nan
-    return total
+    return float(sum(chunk_seconds(run, c) for c in done_chunks(run, cfg)))
+
+
+def chunk_seconds(run: str | os.PathLike, chunk: int) -> float:
+    """Seconds the chunk's fit took, from its timing sidecar (NaN when the sidecar is missing or bad)."""
+    try:
+        return float(json.loads(chunk_info_path(run, chunk).read_text())["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return math.nan
 
 
 def fitted_indices(run: str | os.PathLike, cfg: RunConfig) -> list[int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import h5py
 import numpy as np
@@ -458,3 +459,16 @@ def test_big_endian_files_are_read_and_implausible_energies_warned(tmp_path, cap
             torch.device("cpu"),
         )
     assert "jet 1: a pixel of" in caplog.text and "jet 0" not in caplog.text
+
+
+def test_fit_seconds_sums_the_chunk_sidecars_and_says_when_one_is_missing(jet_file, tmp_path):
+    """A resumed run's fit time (bench --physics uses it): the sum of the chunks' sidecar seconds."""
+    run = tmp_path / "run"
+    fit_run(_cmd(jet_file, run, n=2, batch_size=1, max_steps=2))
+    for c, sec in ((0, 1.25), (1, 2.5)):  # sidecars written by hand: known seconds
+        info = json.loads(store.chunk_info_path(run, c).read_text())
+        store.chunk_info_path(run, c).write_text(json.dumps({**info, "seconds": sec}))
+    assert store.chunk_seconds(run, 1) == 2.5
+    assert store.fit_seconds(run) == 3.75
+    store.chunk_info_path(run, 1).unlink()
+    assert math.isnan(store.chunk_seconds(run, 1)) and math.isnan(store.fit_seconds(run))

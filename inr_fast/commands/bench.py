@@ -99,6 +99,16 @@ def check_device(device: str) -> None:
     resolve_device(device)  # a clear error for cuda without a GPU, before anything runs
 
 
+def _write_table_result(out: Path, result: dict, device: str, started: float) -> int:
+    """Stamp a --parity / --physics result with the machine and its duration, write it, print its table."""
+    result.update(machine=machine_info(device), seconds=time.time() - started)
+    atomic_write_bytes(out, (json.dumps(result, indent=1, default=float) + "\n").encode(), overwrite=True)
+    print(machine_line(result["machine"]))
+    print(result["table"])
+    print(f"\nwrote {out} ({result['seconds']:.0f} s)")
+    return 0
+
+
 def run_parity(args: argparse.Namespace) -> int:
     """``inr-fast bench --parity``: Q3 (see :mod:`inr_fast.bench.parity`)."""
     check_device(args.device)
@@ -118,12 +128,7 @@ def run_parity(args: argparse.Namespace) -> int:
         curve_path=out.with_suffix(".seed-curve.jsonl"),
         endpoint_out=out.with_suffix(".seed-endpoint.json"),
     )
-    result.update(machine=machine_info(args.device), seconds=time.time() - started)
-    atomic_write_bytes(out, (json.dumps(result, indent=1, default=float) + "\n").encode(), overwrite=True)
-    print(machine_line(result["machine"]))
-    print(result["table"])
-    print(f"\nwrote {out} ({result['seconds']:.0f} s)")
-    return 0
+    return _write_table_result(out, result, args.device, started)
 
 
 def run_physics(args: argparse.Namespace) -> int:
@@ -140,12 +145,7 @@ def run_physics(args: argparse.Namespace) -> int:
     result = physics_bench(
         args.work, args.preset, n, seed_jets, args.seed_from, args.tagger_jets, args.device
     )
-    result.update(machine=machine_info(args.device), seconds=time.time() - started)
-    atomic_write_bytes(out, (json.dumps(result, indent=1, default=float) + "\n").encode(), overwrite=True)
-    print(machine_line(result["machine"]))
-    print(result["table"])
-    print(f"\nwrote {out} ({result['seconds']:.0f} s)")
-    return 0
+    return _write_table_result(out, result, args.device, started)
 
 
 def run(args: argparse.Namespace) -> int:
