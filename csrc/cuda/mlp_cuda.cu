@@ -24,8 +24,6 @@ namespace {
 using namespace prims;
 namespace cl = cuda_layout;
 
-constexpr int kRows = cl::kWarpRows;
-constexpr int kAcc = cl::kAccFrags;
 constexpr float kPi = 3.14159265358979323846f;
 
 struct Args {
@@ -45,6 +43,8 @@ struct Smem {
   half* dlt[kMlpMaxLayers];
   float* bias;
   float* gbw;
+  uint32_t* mask;  // ReLU mask bits of the hidden layers' outputs, per warp (backward)
+  float* gsm;      // weight-gradient rows in shared memory, per warp (backward, Config::gw_smem)
   float* red;
   float* scl_a;  // per-tile scale of layer l's input activations (scl_a[0] = 1: the encoding)
   float* scl_d;  // per-tile scale of layer l's output deltas
@@ -61,6 +61,8 @@ __device__ __forceinline__ Smem carve(const MlpLayout& s, const cl::Config& c, b
   }
   r.bias = reinterpret_cast<float*>(base + m.bias);
   r.gbw = reinterpret_cast<float*>(base + m.gbw);
+  r.mask = reinterpret_cast<uint32_t*>(base + m.mask);
+  r.gsm = reinterpret_cast<float*>(base + m.gsm);
   r.red = reinterpret_cast<float*>(base + m.red);
   r.scl_a = reinterpret_cast<float*>(base + m.scl);
   r.scl_d = r.scl_a + kMlpMaxLayers;
@@ -178,122 +180,309 @@ __device__ __forceinline__ void load_b_bwd_out2(h2 (&b)[2], const half* w, int p
   }
 }
 
-// Weight-gradient operands, from the tile's token-major buffers (rows = coordinates):
-// A = a_l^T (features m0.. x coordinates k0..), read transposed.
-__device__ __forceinline__ void load_a_gw(h2 (&a)[4], const half* act, int pa, int m0, int k0) {
+// Weight-gradient operands, from the tile's token-major buffers (rows = coordinates). A = buf^T
+// (features m0.. x coordinates k0..), read transposed.
+__device__ __forceinline__ void load_a_t(h2 (&a)[4], const half* buf, int pb, int m0, int k0) {
   const int lane = threadIdx.x % 32, j = lane >> 3, r = lane & 7;
-  ldsm_x4_t(a, act + (k0 + (j >> 1) * 8 + r) * pa + m0 + (j & 1) * 8);
+  ldsm_x4_t(a, buf + (k0 + (j >> 1) * 8 + r) * pb + m0 + (j & 1) * 8);
 }
-// B = delta_l (coordinates k0.. x output features n0..n0+7), read transposed.
-__device__ __forceinline__ void load_b_gw(h2 (&b)[2], const half* dlt, int pd, int k0, int n0) {
+// The output layer's A = delta_D^T: its 8 (padded) outputs in rows 0-7, rows 8-15 zero.
+__device__ __forceinline__ void load_a_t8(h2 (&a)[4], const half* buf, int pb, int k0) {
   const int lane = threadIdx.x % 32, j = (lane >> 3) & 1, r = lane & 7;
-  ldsm_x2_t(b, dlt + (k0 + j * 8 + r) * pd + n0);
+  h2 lo[2];
+  ldsm_x2_t(lo, buf + (k0 + j * 8 + r) * pb);
+  const h2 zero = __floats2half2_rn(0.0f, 0.0f);
+  a[0] = lo[0], a[1] = zero, a[2] = lo[1], a[3] = zero;
+}
+// B = buf (coordinates k0.. x features), two n8 tiles n0, n0 + 8: b[0..1], b[2..3]; read transposed.
+__device__ __forceinline__ void load_b_t2(h2 (&b)[4], const half* buf, int pb, int k0, int n0) {
+  const int lane = threadIdx.x % 32, j = lane >> 3, r = lane & 7;
+  ldsm_x4_t(b, buf + (k0 + (j & 1) * 8 + r) * pb + n0 + (j >> 1) * 8);
+}
+
+// A = buf (16 coordinates from row r0 x features k0 .. k0 + 15), the next layer's input read back.
+__device__ __forceinline__ void load_a_rows(h2 (&a)[4], const half* buf, int pb, int r0, int k0) {
+  const int lane = threadIdx.x % 32;
+  ldsm_x4(a, buf + (r0 + (lane & 15)) * pb + k0 + (lane >> 4) * 8);
+}
+
+// ---------------------------------------------------------------------------------- bias gradients
+
+// One halving step of add_bias_grad over lane bit `mask`: with M values left, each lane keeps half
+// (the upper half where its bit is set), sends the other half to its partner and adds what it gets.
+template <int NV, int M>
+__device__ __forceinline__ void rs_step(float (&v)[NV], int mask, int& base, bool& owner) {
+  const bool hi = (threadIdx.x & mask) != 0;
+  if constexpr (M >= 2) {
+    constexpr int H = M / 2;
+#pragma unroll
+    for (int i = 0; i < H; ++i) {
+      const float send = hi ? v[i] : v[i + H];
+      const float keep = hi ? v[i + H] : v[i];
+      v[i] = keep + __shfl_xor_sync(0xffffffffu, send, mask);
+    }
+    if (hi) base += H;
+  } else {
+    v[0] += __shfl_xor_sync(0xffffffffu, v[0], mask);
+    if (hi) owner = false;  // both partners hold the sum; one stores it
+  }
+}
+
+// Bias-gradient partial of a layer: v[j] (j = 2 n + c) is the lane's sum over its rows of column
+// 8 n + 2 q + c. Summed over the 8 lanes of equal q by a reduce-scatter (3 steps, NV - NV / 8
+// shuffles instead of 3 NV), each lane then adds the columns it holds to the warp's partials `gb`.
+template <int NV>
+__device__ __forceinline__ void add_bias_grad(float (&v)[NV], float* gb) {
+  const int q = threadIdx.x % 4;
+  int base = 0;
+  bool owner = true;
+  rs_step<NV, NV>(v, 16, base, owner);
+  rs_step<NV, (NV > 1 ? NV / 2 : 1)>(v, 8, base, owner);
+  rs_step<NV, (NV > 2 ? NV / 4 : 1)>(v, 4, base, owner);
+  constexpr int V = NV >= 8 ? NV / 8 : 1;  // values left per lane: columns base .. base + V - 1
+  if constexpr (V >= 2) {
+#pragma unroll
+    for (int i = 0; i < V; i += 2) {
+      float* at = gb + 8 * ((base + i) >> 1) + 2 * q;
+      const float2 old = lds_f2(at);
+      sts_f2(at, make_float2(old.x + v[i], old.y + v[i + 1]));
+    }
+  } else {
+    float* at = gb + 8 * (base >> 1) + 2 * q + (base & 1);
+    const float old = lds_f(at, owner);
+    sts_f(at, old + v[0], owner);
+  }
+}
+
+// ---------------------------------------------------------------------------------- weight gradients
+
+// Per-thread state of a block across the tiles of one chunk: the float32 weight-gradient rows the
+// warp keeps in registers (its first gw_slots(W) rows, cuda_layout::gw_row), and the loss.
+template <int W>
+struct ChunkState {
+  float gw[cl::gw_slots(W)][W / 8][4];
+  float loss;
+};
+
+// Where element e (C layout) of fragment n of weight-gradient row (l, m) lives in a chunk slot
+// (grad W of layer l, (fo_p, fi_p) row-major at w_off[l]); false for the output row's rows 8-15.
+// Lanes of equal q write 8 consecutive floats.
+__device__ __forceinline__ bool gw_index(const MlpLayout& s, int l, int m, int n, int e, int64_t& at) {
+  const int lane = threadIdx.x % 32, g = lane >> 2, q = lane & 3;
+  if (l < s.depth) {  // grad W_l^T: rows i (inputs), columns o (outputs)
+    const int i = m * 16 + g + (e >> 1) * 8, o = n * 8 + 2 * q + (e & 1);
+    at = s.w_off[l] + int64_t(o) * s.fi_p[l] + i;
+    return true;
+  }
+  const int o = g, i = n * 8 + 2 * q + (e & 1);  // grad W_D: rows o (outputs), columns i
+  at = s.w_off[l] + int64_t(o) * s.fi_p[l] + i;
+  return e < 2;
+}
+
+// The operands of row (l, m): A from `abuf`, B (all W / 8 fragments) from `bbuf`.
+struct GwOperands {
+  const half* abuf;
+  const half* bbuf;
+  int pa, pb;
+  bool out;  // the output layer's transposed row
+};
+__device__ __forceinline__ GwOperands gw_operands(const MlpLayout& s, const Smem& S, int l) {
+  GwOperands o;
+  o.out = l == s.depth;
+  o.abuf = o.out ? S.dlt[l] : S.act[l];
+  o.bbuf = o.out ? S.act[l] : S.dlt[l];
+  o.pa = cl::pitch(o.out ? s.fo_p[l] : s.fi_p[l]);
+  o.pb = cl::pitch(s.width);
+  return o;
+}
+
+// The tile's sum for one row, in the tile's float16 units (scale a x scale delta).
+template <int W>
+__device__ __forceinline__ void gw_row_sum(float (&t)[W / 8][4], const GwOperands& o, int m, int T) {
+  constexpr int NH = W / 8;
+#pragma unroll
+  for (int n = 0; n < NH; ++n) t[n][0] = t[n][1] = t[n][2] = t[n][3] = 0.0f;
+  for (int k0 = 0; k0 < T; k0 += 16) {
+    h2 af[4];
+    if (o.out)
+      load_a_t8(af, o.abuf, o.pa, k0);
+    else
+      load_a_t(af, o.abuf, o.pa, m * 16, k0);
+#pragma unroll
+    for (int n = 0; n < NH; n += 2) {
+      h2 bb[4];
+      load_b_t2(bb, o.bbuf, o.pb, k0, n * 8);
+      const h2 b0[2] = {bb[0], bb[1]}, b1[2] = {bb[2], bb[3]};
+      mma_16816(t[n], af, b0);
+      mma_16816(t[n + 1], af, b1);
+    }
+  }
+}
+
+// Element e of fragment n of the warp's shared-memory row j (lanes adjacent: conflict-free).
+template <int W>
+__device__ __forceinline__ float* gsm_at(const Smem& S, int j, int n, int e) {
+  constexpr int SR = cl::gw_smem_slots(W) > 0 ? cl::gw_smem_slots(W) : 1;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  return S.gsm + (((warp * SR + j) * (W / 8) + n) * 4 + e) * 32 + lane;
+}
+
+// The tile's contribution to the warp's rows r0 .. r1 - 1 (rows m0, m0 + 1, .. of layer l): rows
+// j < RS in registers, RS <= j < RS + SR in shared memory. Every B fragment is read once per k-step
+// and serves all of them. The products arrive in the tile's units s = scale a x scale delta
+// (powers of two), so the register rows are multiplied by s, the products accumulated onto them,
+// and the rows multiplied back by 1 / s: exact in float32 while s stays within 2^+-64 (the fast
+// path); beyond, each row sums the tile on its own first. Shared-memory rows sum the tile in
+// registers and add it, scaled, once.
+template <int W>
+__device__ __forceinline__ void gw_group(float (&gw)[cl::gw_slots(W)][W / 8][4], int r0, int r1, int l, int m0,
+                                         const MlpLayout& s, const Smem& S, int T) {
+  constexpr int NH = W / 8, RS = cl::gw_slots(W), SR = cl::gw_smem_slots(W);
+  const GwOperands o = gw_operands(s, S, l);
+  const float sc = S.scl_a[l] * S.scl_d[l];
+  const float inv = 1.0f / S.scl_a[l] / S.scl_d[l];
+  if (sc >= 0x1p-64f && sc <= 0x1p64f) {
+    float tmp[SR > 0 ? SR : 1][NH][4];
+#pragma unroll
+    for (int j = 0; j < SR; ++j)
+#pragma unroll
+      for (int n = 0; n < NH; ++n) tmp[j][n][0] = tmp[j][n][1] = tmp[j][n][2] = tmp[j][n][3] = 0.0f;
+#pragma unroll
+    for (int j = 0; j < RS; ++j)
+      if (j >= r0 && j < r1)
+#pragma unroll
+        for (int n = 0; n < NH; ++n)
+          for (int e = 0; e < 4; ++e) gw[j][n][e] *= sc;
+    for (int k0 = 0; k0 < T; k0 += 16) {
+      h2 bf[NH / 2][4];
+#pragma unroll
+      for (int n2 = 0; n2 < NH / 2; ++n2) load_b_t2(bf[n2], o.bbuf, o.pb, k0, n2 * 16);
+#pragma unroll
+      for (int j = 0; j < RS + SR; ++j)
+        if (j >= r0 && j < r1) {
+          h2 af[4];
+          if (o.out)
+            load_a_t8(af, o.abuf, o.pa, k0);
+          else
+            load_a_t(af, o.abuf, o.pa, (m0 + j - r0) * 16, k0);
+#pragma unroll
+          for (int n = 0; n < NH; ++n) {
+            const h2 bn[2] = {bf[n / 2][(n & 1) * 2], bf[n / 2][(n & 1) * 2 + 1]};
+            if (j < RS)
+              mma_16816(gw[j < RS ? j : 0][n], af, bn);
+            else
+              mma_16816(tmp[j < RS ? 0 : j - RS][n], af, bn);
+          }
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < RS; ++j)
+      if (j >= r0 && j < r1)
+#pragma unroll
+        for (int n = 0; n < NH; ++n)
+          for (int e = 0; e < 4; ++e) gw[j][n][e] *= inv;
+#pragma unroll
+    for (int j = 0; j < SR; ++j)
+      if (RS + j >= r0 && RS + j < r1)
+#pragma unroll
+        for (int n = 0; n < NH; ++n)
+          for (int e = 0; e < 4; ++e) {
+            float* at = gsm_at<W>(S, j, n, e);
+            sts_f(at, lds_f(at) + tmp[j][n][e] * inv);
+          }
+  } else {
+#pragma unroll
+    for (int j = 0; j < RS + SR; ++j)
+      if (j >= r0 && j < r1) {
+        float t[NH][4];
+        gw_row_sum<W>(t, o, m0 + j - r0, T);
+#pragma unroll
+        for (int n = 0; n < NH; ++n)
+          for (int e = 0; e < 4; ++e) {
+            if (j < RS) {
+              gw[j < RS ? j : 0][n][e] += t[n][e] * inv;
+            } else {
+              float* at = gsm_at<W>(S, j - RS, n, e);
+              sts_f(at, lds_f(at) + t[n][e] * inv);
+            }
+          }
+      }
+  }
 }
 
 // ---------------------------------------------------------------------------------- one tile
 
-// Per-thread state of a block across the tiles of one chunk.
-struct ChunkState {
-  float gw[kAcc][4];  // register-resident weight-gradient fragments (the warp's first kAcc)
-  float loss;
-};
-
-// The warp's share of the weight-gradient fragments: [lo, hi) of the layer-major enumeration
-// (layer l, m block of 16 input features, n block of 8 output features).
-struct FragWalk {
-  int l, m, n;
-  __device__ __forceinline__ void start(const MlpLayout& s, int f) {
-    l = 0;
-    while (l + 1 < s.n_layers && f >= cl::gw_frags(s, l)) f -= cl::gw_frags(s, l++);
-    const int nn = s.fo_p[l] / 8;
-    m = f / nn;
-    n = f % nn;
-  }
-  __device__ __forceinline__ void next(const MlpLayout& s) {
-    if (++n == s.fo_p[l] / 8) {
-      n = 0;
-      if (++m == s.fi_p[l] / 16) m = 0, ++l;
-    }
-  }
-};
-
-// Where element e (C layout) of weight-gradient fragment (l, m, n) lives in a chunk slot: grad W of
-// layer l is stored (fo_p, fi_p) row-major at w_off[l]; the fragment holds grad W^T rows
-// i = 16 m + g (+8) and columns o = 8 n + 2 q (+1). Lanes of equal q write 8 consecutive floats.
-__device__ __forceinline__ int64_t slot_index(const MlpLayout& s, int l, int m, int n, int e) {
-  const int lane = threadIdx.x % 32, g = lane >> 2, q = lane & 3;
-  const int i = m * 16 + g + (e >> 1) * 8, o = n * 8 + 2 * q + (e & 1);
-  return s.w_off[l] + int64_t(o) * s.fi_p[l] + i;
-}
-
-__device__ __forceinline__ void frag_range(const MlpLayout& s, int nw, int warp, int& lo, int& hi) {
-  const int total = cl::gw_frags_total(s);
-  lo = total * warp / nw;
-  hi = total * (warp + 1) / nw;
-}
-
-// The tile's contribution of fragment (l, m, n): sum over the tile's coordinates of a_l^T delta_l,
-// in float16 scaled units; `acache` holds A for (l, m) (reloaded by the caller when it changes).
-__device__ __forceinline__ void gw_fragment(float (&t)[4], const h2 (&acache)[cl::kMaxWarps][4],
-                                            const half* dlt, int pd, int n, int nw) {
-  t[0] = t[1] = t[2] = t[3] = 0.0f;
-#pragma unroll
-  for (int k = 0; k < cl::kMaxWarps; ++k)
-    if (k < nw) {
-      h2 b[2];
-      load_b_gw(b, dlt, pd, k * kRows, n * 8);
-      mma_16816(t, acache[k], b);
-    }
-}
-
-__device__ __forceinline__ void load_a_cache(h2 (&acache)[cl::kMaxWarps][4], const half* act, int pa, int m,
-                                             int nw) {
-#pragma unroll
-  for (int k = 0; k < cl::kMaxWarps; ++k)
-    if (k < nw) load_a_gw(acache[k], act, pa, m * 16, k * kRows);
-}
-
+// Bit (t NH + n) 4 + e of the warp's mask words of a layer: element e of C fragment n of m-tile t.
 template <int W>
-__device__ void run_tile(const Args& A, const Smem& S, int64_t b, int64_t tile, ChunkState& cs,
+__device__ __forceinline__ uint32_t* mask_at(const Smem& S, int depth, int l, int w) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  return S.mask + ((warp * depth + l) * cl::mask_words(W) + w) * 32 + lane;
+}
+
+// G: gradients (backward or MSE step); GX: and grad_x. With gradients every layer's input and output
+// delta go to shared memory for the weight gradients anyway; at W >= 64 the next layer reads its A
+// fragments back from there (ldmatrix) instead of keeping them in registers, whose room the float32
+// weight-gradient rows need (ptxas: no spills that way). Otherwise the layers chain in registers.
+template <int W, bool G, bool GX>
+__device__ void run_tile(const Args& A, const Smem& S, int64_t b, int64_t tile, ChunkState<W>& cs,
                          const half* const* wsrc, const half* const* wtsrc, int& parity) {
-  constexpr int NH = W / 8, KH = W / 16;
+  constexpr int NH = W / 8, KH = W / 16, MT = cl::warp_rows(W) / 16, MW = cl::mask_words(W);
+  constexpr int RS = cl::gw_slots(W), SR = cl::gw_smem_slots(W);
   const MlpProblem<float>& p = A.p;
   const MlpLayout& s = p.layout;
   const bool smem_w = A.cfg.smem_weights;
-  const int D = s.depth, nw = A.cfg.warps, T = kRows * nw;
+  const int D = s.depth, nw = A.cfg.warps, T = cl::tile(A.cfg, W);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane >> 2, q = lane & 3;
-  const bool grads = p.mode != MlpMode::kForward;
-  const bool want_gx = p.mode == MlpMode::kBackward && p.grad_x != nullptr;
-  const int row0 = warp * kRows;             // the warp's first row in the tile
-  const int64_t n_first = tile * T + row0;   // its first coordinate
-  int64_t nrow[2] = {n_first + g, n_first + g + 8};
-  bool valid[2] = {nrow[0] < p.n, nrow[1] < p.n};
-  float xc[2][2];
-  for (int r = 0; r < 2; ++r)
-    for (int c = 0; c < 2; ++c)
-      xc[r][c] = valid[r] ? ld_global(p.x + b * p.x_jet_stride + 2 * nrow[r] + c) : 0.0f;
+  constexpr bool grads = G;
+  constexpr bool a_smem = G && W >= 64;  // A fragments of the next layer read back from shared memory
+  constexpr bool want_gx = GX;  // == (backward with grad_x): a kernel of its own, so that the grad_x
+                                // path's registers do not weigh on the others
+  const int row0 = warp * MT * 16;          // the warp's first row in the tile
+  const int64_t n_first = tile * T + row0;  // its first coordinate
+  // m-tile t, row half r: tile row row0 + 16 t + 8 r + g.
+  int64_t nrow[MT][2];
+  bool valid[MT][2];
+  float xc[MT][2][2];
+#pragma unroll
+  for (int t = 0; t < MT; ++t)
+    for (int r = 0; r < 2; ++r) {
+      nrow[t][r] = n_first + 16 * t + 8 * r + g;
+      valid[t][r] = nrow[t][r] < p.n;
+      for (int c = 0; c < 2; ++c)
+        xc[t][r][c] = valid[t][r] ? ld_global(p.x + b * p.x_jet_stride + 2 * nrow[t][r] + c) : 0.0f;
+    }
 
   // ------------------------------------------------------------------ forward
   // Layer 0: A fragments of the encoding, computed in place (and kept in act[0] for the gradients).
-  float acc[NH][4];
-  h2 a[KH][4];
+  // Each B fragment of the weights, read once, serves the warp's MT m-tiles.
+  float acc[MT][NH][4];
+  h2 a[a_smem ? 1 : MT][a_smem ? 1 : KH][4];  // the next layer's A fragments (in registers)
   {
     const int fip = s.fi_p[0], nf = s.fi[0], pa = cl::pitch(fip), pw = smem_w ? pa : fip;
-    for (int n = 0; n < NH; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+#pragma unroll
+    for (int t = 0; t < MT; ++t)
+#pragma unroll
+      for (int n = 0; n < NH; ++n) acc[t][n][0] = acc[t][n][1] = acc[t][n][2] = acc[t][n][3] = 0.0f;
     for (int k0 = 0; k0 < fip; k0 += 16) {
-      h2 pe[4];
-      for (int i = 0; i < 4; ++i) {
-        const int r = i & 1, f = k0 + 2 * q + (i >> 1) * 8;
-        pe[i] = __floats2half2_rn(pe_feature(f, nf, xc[r][0], xc[r][1]), pe_feature(f + 1, nf, xc[r][0], xc[r][1]));
-        if (grads) sts_h2(S.act[0] + (row0 + g + 8 * r) * pa + f, pe[i]);
-      }
+      h2 pe[MT][4];
+#pragma unroll
+      for (int t = 0; t < MT; ++t)
+        for (int i = 0; i < 4; ++i) {
+          const int r = i & 1, f = k0 + 2 * q + (i >> 1) * 8;
+          pe[t][i] = __floats2half2_rn(pe_feature(f, nf, xc[t][r][0], xc[t][r][1]),
+                                       pe_feature(f + 1, nf, xc[t][r][0], xc[t][r][1]));
+          if (grads) sts_h2(S.act[0] + (row0 + 16 * t + 8 * r + g) * pa + f, pe[t][i]);
+        }
 #pragma unroll
       for (int n = 0; n < NH; n += 2) {
         h2 bb[4];
         load_b_fwd2(bb, wsrc[0], pw, n * 8, k0, smem_w);
         const h2 b0[2] = {bb[0], bb[1]}, b1[2] = {bb[2], bb[3]};
-        mma_16816(acc[n], pe, b0);
-        mma_16816(acc[n + 1], pe, b1);
+#pragma unroll
+        for (int t = 0; t < MT; ++t) {
+          mma_16816(acc[t][n], pe[t], b0);
+          mma_16816(acc[t][n + 1], pe[t], b1);
+        }
       }
     }
   }
@@ -301,118 +490,169 @@ __device__ void run_tile(const Args& A, const Smem& S, int64_t b, int64_t tile, 
   for (int l = 0; l < D; ++l) {
     if (l > 0) {  // hidden layer l: input a (K = W) from registers
       const int pw = smem_w ? cl::pitch(W) : W;
-      for (int n = 0; n < NH; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
 #pragma unroll
-      for (int k = 0; k < KH; ++k)
+      for (int t = 0; t < MT; ++t)
+#pragma unroll
+        for (int n = 0; n < NH; ++n) acc[t][n][0] = acc[t][n][1] = acc[t][n][2] = acc[t][n][3] = 0.0f;
+#pragma unroll
+      for (int k = 0; k < KH; ++k) {
+        h2 ak[MT][4];
+#pragma unroll
+        for (int t = 0; t < MT; ++t) {
+          if constexpr (a_smem)
+            load_a_rows(ak[t], S.act[l], cl::pitch(W), row0 + 16 * t, k * 16);
+          else
+            for (int i = 0; i < 4; ++i) ak[t][i] = a[t][k][i];
+        }
 #pragma unroll
         for (int n = 0; n < NH; n += 2) {
           h2 bb[4];
           load_b_fwd2(bb, wsrc[l], pw, n * 8, k * 16, smem_w);
           const h2 b0[2] = {bb[0], bb[1]}, b1[2] = {bb[2], bb[3]};
-          mma_16816(acc[n], a[k], b0);
-          mma_16816(acc[n + 1], a[k], b1);
+#pragma unroll
+          for (int t = 0; t < MT; ++t) {
+            mma_16816(acc[t][n], ak[t], b0);
+            mma_16816(acc[t][n + 1], ak[t], b1);
+          }
         }
+      }
     }
-    // bias, ReLU, the tile's scale, float16 A fragments of the next layer (and act[l + 1])
+    // bias, ReLU, the tile's scale, float16 A fragments of the next layer (and act[l + 1], and the
+    // ReLU mask bits of the float16 values for the backward)
     float wm = 0.0f;
 #pragma unroll
     for (int n = 0; n < NH; ++n) {
       const float2 bb = lds_f2(S.bias + s.b_off[l] + n * 8 + 2 * q);
-      acc[n][0] = relu(acc[n][0] * inv_in + bb.x);
-      acc[n][1] = relu(acc[n][1] * inv_in + bb.y);
-      acc[n][2] = relu(acc[n][2] * inv_in + bb.x);
-      acc[n][3] = relu(acc[n][3] * inv_in + bb.y);
-      wm = fmaxf(wm, fmaxf(fmaxf(acc[n][0], acc[n][1]), fmaxf(acc[n][2], acc[n][3])));
+#pragma unroll
+      for (int t = 0; t < MT; ++t) {
+        acc[t][n][0] = relu(acc[t][n][0] * inv_in + bb.x);
+        acc[t][n][1] = relu(acc[t][n][1] * inv_in + bb.y);
+        acc[t][n][2] = relu(acc[t][n][2] * inv_in + bb.x);
+        acc[t][n][3] = relu(acc[t][n][3] * inv_in + bb.y);
+        wm = fmaxf(wm, fmaxf(fmaxf(acc[t][n][0], acc[t][n][1]), fmaxf(acc[t][n][2], acc[t][n][3])));
+      }
     }
     const float sc = tile_scale(block_max(warp_max(wm), S.red, parity, nw));
     if (threadIdx.x == 0) S.scl_a[l + 1] = sc;
     const int pa = cl::pitch(W);
+    uint32_t mbits[MW];
 #pragma unroll
-    for (int n = 0; n < NH; ++n) {
-      const h2 lo = __floats2half2_rn(acc[n][0] * sc, acc[n][1] * sc);
-      const h2 hi = __floats2half2_rn(acc[n][2] * sc, acc[n][3] * sc);
-      a[n / 2][(n & 1) * 2] = lo;
-      a[n / 2][(n & 1) * 2 + 1] = hi;
-      if (grads) {
-        sts_h2(S.act[l + 1] + (row0 + g) * pa + n * 8 + 2 * q, lo);
-        sts_h2(S.act[l + 1] + (row0 + g + 8) * pa + n * 8 + 2 * q, hi);
+    for (int w = 0; w < MW; ++w) mbits[w] = 0u;
+#pragma unroll
+    for (int t = 0; t < MT; ++t)
+#pragma unroll
+      for (int n = 0; n < NH; ++n) {
+        const h2 lo = __floats2half2_rn(acc[t][n][0] * sc, acc[t][n][1] * sc);
+        const h2 hi = __floats2half2_rn(acc[t][n][2] * sc, acc[t][n][3] * sc);
+        if constexpr (!a_smem) {
+          a[t][n / 2][(n & 1) * 2] = lo;
+          a[t][n / 2][(n & 1) * 2 + 1] = hi;
+        }
+        if constexpr (grads) {
+          sts_h2(S.act[l + 1] + (row0 + 16 * t + g) * pa + n * 8 + 2 * q, lo);
+          sts_h2(S.act[l + 1] + (row0 + 16 * t + g + 8) * pa + n * 8 + 2 * q, hi);
+          const int bit = (t * NH + n) * 4;
+          const uint32_t m4 = uint32_t(__low2float(lo) > 0.0f) | uint32_t(__high2float(lo) > 0.0f) << 1 |
+                              uint32_t(__low2float(hi) > 0.0f) << 2 | uint32_t(__high2float(hi) > 0.0f) << 3;
+          mbits[bit / 32] |= m4 << (bit % 32);
+        }
       }
+    if constexpr (grads) {
+#pragma unroll
+      for (int w = 0; w < MW; ++w) sts_u32(mask_at<W>(S, D, l, w), mbits[w]);
+      if constexpr (a_smem) __syncwarp();  // the warp's act[l + 1] rows are read back by the next layer
     }
     inv_in = 1.0f / sc;
   }
   // Output layer D: one n8 tile, float32 out.
-  float y[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  float y[MT][4];
   {
     const int pw = smem_w ? cl::pitch(W) : W;
+#pragma unroll
+    for (int t = 0; t < MT; ++t) y[t][0] = y[t][1] = y[t][2] = y[t][3] = 0.0f;
 #pragma unroll
     for (int k = 0; k < KH; ++k) {
       h2 bb[2];
       load_b_fwd1(bb, wsrc[D], pw, k * 16, smem_w);
-      mma_16816(y, a[k], bb);
+#pragma unroll
+      for (int t = 0; t < MT; ++t) {
+        h2 ak[4];
+        if constexpr (a_smem)
+          load_a_rows(ak, S.act[D], cl::pitch(W), row0 + 16 * t, k * 16);
+        else
+          for (int i = 0; i < 4; ++i) ak[i] = a[t][k][i];
+        mma_16816(y[t], ak, bb);
+      }
     }
     const float2 bb = lds_f2(S.bias + s.b_off[D] + 2 * q);
-    y[0] = y[0] * inv_in + bb.x;
-    y[1] = y[1] * inv_in + bb.y;
-    y[2] = y[2] * inv_in + bb.x;
-    y[3] = y[3] * inv_in + bb.y;
-  }
-  if (!grads) {
-    for (int e = 0; e < 4; ++e) {
-      const int r = e >> 1, c = 2 * q + (e & 1);
-      if (valid[r] && c < kMlpOut) st_global(p.y + (b * p.n + nrow[r]) * kMlpOut + c, y[e]);
+#pragma unroll
+    for (int t = 0; t < MT; ++t) {
+      y[t][0] = y[t][0] * inv_in + bb.x;
+      y[t][1] = y[t][1] * inv_in + bb.y;
+      y[t][2] = y[t][2] * inv_in + bb.x;
+      y[t][3] = y[t][3] * inv_in + bb.y;
     }
+  }
+  if constexpr (!grads) {
+#pragma unroll
+    for (int t = 0; t < MT; ++t)
+      for (int e = 0; e < 4; ++e) {
+        const int r = e >> 1, c = 2 * q + (e & 1);
+        if (valid[t][r] && c < kMlpOut) st_global(p.y + (b * p.n + nrow[t][r]) * kMlpOut + c, y[t][e]);
+      }
     return;
   }
 
   // ------------------------------------------------------------------ backward
   // Output deltas (float32, true units): grad_y, or the MSE gradient 2 w (y - t) / (3 N).
   const float inv3n = 1.0f / (3.0f * float(p.n));
-  float dout[4];
-  for (int e = 0; e < 4; ++e) {
-    const int r = e >> 1, c = 2 * q + (e & 1);
-    float d = 0.0f;
-    if (valid[r] && c < kMlpOut) {
-      const int64_t idx = (b * p.n + nrow[r]) * kMlpOut + c;
-      if (p.mode == MlpMode::kBackward) {
-        d = ld_global(p.grad_y + idx);
-      } else {
-        const float wgt = p.pixel_weight ? ld_global(p.pixel_weight + b * p.pw_jet_stride + nrow[r]) : 1.0f;
-        const float res = y[e] - ld_global(p.target + idx);
-        d = 2.0f * wgt * res * inv3n;
-        cs.loss += wgt * res * res * inv3n;
+  float dout[MT][4];
+#pragma unroll
+  for (int t = 0; t < MT; ++t)
+    for (int e = 0; e < 4; ++e) {
+      const int r = e >> 1, c = 2 * q + (e & 1);
+      float d = 0.0f;
+      if (valid[t][r] && c < kMlpOut) {
+        const int64_t idx = (b * p.n + nrow[t][r]) * kMlpOut + c;
+        if (p.mode == MlpMode::kBackward) {
+          d = ld_global(p.grad_y + idx);
+        } else {
+          const float wgt = p.pixel_weight ? ld_global(p.pixel_weight + b * p.pw_jet_stride + nrow[t][r]) : 1.0f;
+          const float res = y[t][e] - ld_global(p.target + idx);
+          d = 2.0f * wgt * res * inv3n;
+          cs.loss += wgt * res * res * inv3n;
+        }
       }
+      dout[t][e] = d;
     }
-    dout[e] = d;
-  }
   float* gbw = S.gbw + warp * s.b_total;
-  // Bias-gradient partial of layer l from the float32 deltas of one n8 tile (column sums over the
-  // warp's 16 rows; lanes 0..3 hold the sums and add them to the warp's own partials).
-  auto add_gb = [&](const float (&d)[4], int l, int n) {
-    float s0 = d[0] + d[2], s1 = d[1] + d[3];
-    for (int o = 4; o < 32; o <<= 1) {
-      s0 += __shfl_xor_sync(0xffffffffu, s0, o);
-      s1 += __shfl_xor_sync(0xffffffffu, s1, o);
-    }
-    float* at = gbw + s.b_off[l] + n * 8 + 2 * q;
-    const float2 old = lds_f2(at, g == 0);
-    sts_f2(at, make_float2(old.x + s0, old.y + s1), g == 0);
-  };
 
   // Layer D: scale the output delta, keep it (dlt[D]) and form d_D = delta W_D for the hidden layer.
-  h2 da[KH][4];  // float16 A fragments of the current delta (K = fo_p of the layer)
-  float d[NH][4];
+  float d[MT][NH][4];
+  h2 da[a_smem ? 1 : MT][a_smem ? 1 : KH][4];  // float16 A fragments of the current delta (in registers)
   {
-    add_gb(dout, D, 0);
-    const float wm = fmaxf(fmaxf(fabsf(dout[0]), fabsf(dout[1])), fmaxf(fabsf(dout[2]), fabsf(dout[3])));
+    float v[2] = {0.0f, 0.0f};
+    float wm = 0.0f;
+#pragma unroll
+    for (int t = 0; t < MT; ++t) {
+      v[0] += dout[t][0] + dout[t][2];
+      v[1] += dout[t][1] + dout[t][3];
+      wm = fmaxf(wm, fmaxf(fmaxf(fabsf(dout[t][0]), fabsf(dout[t][1])), fmaxf(fabsf(dout[t][2]), fabsf(dout[t][3]))));
+    }
+    add_bias_grad<2>(v, gbw + s.b_off[D]);
     const float sc = tile_scale(block_max(warp_max(wm), S.red, parity, nw));
     if (threadIdx.x == 0) S.scl_d[D] = sc;
-    const h2 lo = __floats2half2_rn(dout[0] * sc, dout[1] * sc);
-    const h2 hi = __floats2half2_rn(dout[2] * sc, dout[3] * sc);
     const int pd = cl::pitch(s.fo_p[D]);
-    sts_h2(S.dlt[D] + (row0 + g) * pd + 2 * q, lo);
-    sts_h2(S.dlt[D] + (row0 + g + 8) * pd + 2 * q, hi);
     const h2 zero = __floats2half2_rn(0.0f, 0.0f);
-    const h2 a0[4] = {lo, hi, zero, zero};  // k = output channels 0..7; 8..15 are zero
+    h2 a0[MT][4];  // k = output channels 0..7; 8..15 are zero
+#pragma unroll
+    for (int t = 0; t < MT; ++t) {
+      const h2 lo = __floats2half2_rn(dout[t][0] * sc, dout[t][1] * sc);
+      const h2 hi = __floats2half2_rn(dout[t][2] * sc, dout[t][3] * sc);
+      sts_h2(S.dlt[D] + (row0 + 16 * t + g) * pd + 2 * q, lo);
+      sts_h2(S.dlt[D] + (row0 + 16 * t + g + 8) * pd + 2 * q, hi);
+      a0[t][0] = lo, a0[t][1] = hi, a0[t][2] = zero, a0[t][3] = zero;
+    }
     const float inv = 1.0f / sc;
     const int pw = smem_w ? cl::pitch(W) : W, pwt = s.fo_p[D];
 #pragma unroll
@@ -420,151 +660,208 @@ __device__ void run_tile(const Args& A, const Smem& S, int64_t b, int64_t tile, 
       h2 bb[2];
       load_b_bwd_out2(bb, wsrc[D], pw, wtsrc[D], pwt, n * 8, smem_w);
       const h2 b0[2] = {bb[0], zero}, b1[2] = {bb[1], zero};
-      d[n][0] = d[n][1] = d[n][2] = d[n][3] = 0.0f;
-      d[n + 1][0] = d[n + 1][1] = d[n + 1][2] = d[n + 1][3] = 0.0f;
-      mma_16816(d[n], a0, b0);
-      mma_16816(d[n + 1], a0, b1);
+#pragma unroll
+      for (int t = 0; t < MT; ++t) {
+        d[t][n][0] = d[t][n][1] = d[t][n][2] = d[t][n][3] = 0.0f;
+        d[t][n + 1][0] = d[t][n + 1][1] = d[t][n + 1][2] = d[t][n + 1][3] = 0.0f;
+        mma_16816(d[t][n], a0[t], b0);
+        mma_16816(d[t][n + 1], a0[t], b1);
+      }
     }
-    for (int n = 0; n < NH; ++n)
-      for (int e = 0; e < 4; ++e) d[n][e] *= inv;
+#pragma unroll
+    for (int t = 0; t < MT; ++t)
+#pragma unroll
+      for (int n = 0; n < NH; ++n)
+        for (int e = 0; e < 4; ++e) d[t][n][e] *= inv;
   }
   // Hidden layers l = D - 1 .. 0: mask d_{l+1} by a_{l+1} > 0 (giving layer l's output delta), keep
   // it, and form d_l = delta W_l (l >= 1, or the encoding's gradient at l = 0 for grad_x).
   for (int l = D - 1; l >= 0; --l) {
-    const int pa = cl::pitch(W);
+    uint32_t mbits[MW];
+#pragma unroll
+    for (int w = 0; w < MW; ++w) mbits[w] = lds_u32(mask_at<W>(S, D, l, w));
+    float v[2 * NH];
     float wm = 0.0f;
 #pragma unroll
     for (int n = 0; n < NH; ++n) {
-      const h2 m0 = lds_h2(S.act[l + 1] + (row0 + g) * pa + n * 8 + 2 * q);
-      const h2 m1 = lds_h2(S.act[l + 1] + (row0 + g + 8) * pa + n * 8 + 2 * q);
-      if (!(__low2float(m0) > 0.0f)) d[n][0] = 0.0f;
-      if (!(__high2float(m0) > 0.0f)) d[n][1] = 0.0f;
-      if (!(__low2float(m1) > 0.0f)) d[n][2] = 0.0f;
-      if (!(__high2float(m1) > 0.0f)) d[n][3] = 0.0f;
-      add_gb(d[n], l, n);
-      wm = fmaxf(wm, fmaxf(fmaxf(fabsf(d[n][0]), fabsf(d[n][1])), fmaxf(fabsf(d[n][2]), fabsf(d[n][3]))));
+      v[2 * n] = v[2 * n + 1] = 0.0f;
+#pragma unroll
+      for (int t = 0; t < MT; ++t) {
+        const int bit = (t * NH + n) * 4;
+        const uint32_t m4 = mbits[bit / 32] >> (bit % 32);
+        for (int e = 0; e < 4; ++e)
+          if (!((m4 >> e) & 1u)) d[t][n][e] = 0.0f;
+        v[2 * n] += d[t][n][0] + d[t][n][2];
+        v[2 * n + 1] += d[t][n][1] + d[t][n][3];
+        wm = fmaxf(wm, fmaxf(fmaxf(fabsf(d[t][n][0]), fabsf(d[t][n][1])), fmaxf(fabsf(d[t][n][2]), fabsf(d[t][n][3]))));
+      }
     }
+    add_bias_grad<2 * NH>(v, gbw + s.b_off[l]);
     const float sc = tile_scale(block_max(warp_max(wm), S.red, parity, nw));
     if (threadIdx.x == 0) S.scl_d[l] = sc;
     const int pd = cl::pitch(W);
 #pragma unroll
-    for (int n = 0; n < NH; ++n) {
-      const h2 lo = __floats2half2_rn(d[n][0] * sc, d[n][1] * sc);
-      const h2 hi = __floats2half2_rn(d[n][2] * sc, d[n][3] * sc);
-      da[n / 2][(n & 1) * 2] = lo;
-      da[n / 2][(n & 1) * 2 + 1] = hi;
-      sts_h2(S.dlt[l] + (row0 + g) * pd + n * 8 + 2 * q, lo);
-      sts_h2(S.dlt[l] + (row0 + g + 8) * pd + n * 8 + 2 * q, hi);
-    }
+    for (int t = 0; t < MT; ++t)
+#pragma unroll
+      for (int n = 0; n < NH; ++n) {
+        const h2 lo = __floats2half2_rn(d[t][n][0] * sc, d[t][n][1] * sc);
+        const h2 hi = __floats2half2_rn(d[t][n][2] * sc, d[t][n][3] * sc);
+        sts_h2(S.dlt[l] + (row0 + 16 * t + g) * pd + n * 8 + 2 * q, lo);
+        sts_h2(S.dlt[l] + (row0 + 16 * t + g + 8) * pd + n * 8 + 2 * q, hi);
+        if constexpr (!a_smem) {
+          da[t][n / 2][(n & 1) * 2] = lo;
+          da[t][n / 2][(n & 1) * 2 + 1] = hi;
+        }
+      }
+    if constexpr (a_smem) __syncwarp();  // the warp's dlt[l] rows are read back as A fragments
     const float inv = 1.0f / sc;
     if (l > 0) {
       const int pw = smem_w ? cl::pitch(W) : W;
-      for (int n = 0; n < NH; ++n) d[n][0] = d[n][1] = d[n][2] = d[n][3] = 0.0f;
 #pragma unroll
-      for (int k = 0; k < KH; ++k)
+      for (int t = 0; t < MT; ++t)
+#pragma unroll
+        for (int n = 0; n < NH; ++n) d[t][n][0] = d[t][n][1] = d[t][n][2] = d[t][n][3] = 0.0f;
+#pragma unroll
+      for (int k = 0; k < KH; ++k) {
+        h2 dk[MT][4];
+#pragma unroll
+        for (int t = 0; t < MT; ++t) {
+          if constexpr (a_smem)
+            load_a_rows(dk[t], S.dlt[l], pd, row0 + 16 * t, k * 16);
+          else
+            for (int i = 0; i < 4; ++i) dk[t][i] = da[t][k][i];
+        }
 #pragma unroll
         for (int n = 0; n < NH; n += 2) {
           h2 bb[4];
           load_b_bwd2(bb, wsrc[l], pw, wtsrc[l], W, k * 16, n * 8, smem_w);
           const h2 b0[2] = {bb[0], bb[1]}, b1[2] = {bb[2], bb[3]};
-          mma_16816(d[n], da[k], b0);
-          mma_16816(d[n + 1], da[k], b1);
+#pragma unroll
+          for (int t = 0; t < MT; ++t) {
+            mma_16816(d[t][n], dk[t], b0);
+            mma_16816(d[t][n + 1], dk[t], b1);
+          }
         }
-      for (int n = 0; n < NH; ++n)
-        for (int e = 0; e < 4; ++e) d[n][e] *= inv;
-    } else if (want_gx) {
+      }
+#pragma unroll
+      for (int t = 0; t < MT; ++t)
+#pragma unroll
+        for (int n = 0; n < NH; ++n)
+          for (int e = 0; e < 4; ++e) d[t][n][e] *= inv;
+    } else if constexpr (want_gx) {
       // d_0 = delta W_0 over the encoding's features, 16 at a time, through d PE / d x (float32
       // sincospif, not the float16 features); then summed over the quad's four lanes.
       const int fip = s.fi_p[0], nf = s.fi[0], pw = smem_w ? cl::pitch(fip) : fip;
-      float gxa[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
+      float gxa[MT][2][2];
+#pragma unroll
+      for (int t = 0; t < MT; ++t) gxa[t][0][0] = gxa[t][0][1] = gxa[t][1][0] = gxa[t][1][1] = 0.0f;
       for (int n0 = 0; n0 < fip; n0 += 16) {
-        float t[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+        float tt[MT][2][4];
+#pragma unroll
+        for (int t = 0; t < MT; ++t)
+          for (int u = 0; u < 2; ++u) tt[t][u][0] = tt[t][u][1] = tt[t][u][2] = tt[t][u][3] = 0.0f;
 #pragma unroll
         for (int k = 0; k < KH; ++k) {
           h2 bb[4];
           load_b_bwd2(bb, wsrc[0], pw, wtsrc[0], W, k * 16, n0, smem_w);
           const h2 b0[2] = {bb[0], bb[1]}, b1[2] = {bb[2], bb[3]};
-          mma_16816(t[0], da[k], b0);
-          mma_16816(t[1], da[k], b1);
-        }
-        for (int u = 0; u < 2; ++u)
-          for (int e = 0; e < 4; ++e) {
-            const int r = e >> 1, f = n0 + u * 8 + 2 * q + (e & 1);
-            const float v = t[u][e] * inv;
-            if (f < 2) {
-              gxa[r][f] += v;
-            } else if (f < nf) {
-              const int k = (f - 2) / 4, j = (f - 2) % 4, c = j & 1;
-              float sn, cs2;
-              sincospif(reduce_period2(ldexpf(xc[r][c], k)), &sn, &cs2);
-              gxa[r][c] += ldexpf(kPi, k) * (j < 2 ? v * cs2 : -v * sn);
-            }
+#pragma unroll
+          for (int t = 0; t < MT; ++t) {
+            h2 dk[4];
+            if constexpr (a_smem)
+              load_a_rows(dk, S.dlt[0], pd, row0 + 16 * t, k * 16);
+            else
+              for (int i = 0; i < 4; ++i) dk[i] = da[t][k][i];
+            mma_16816(tt[t][0], dk, b0);
+            mma_16816(tt[t][1], dk, b1);
           }
-      }
-      for (int r = 0; r < 2; ++r)
-        for (int c = 0; c < 2; ++c) {
-          gxa[r][c] += __shfl_xor_sync(0xffffffffu, gxa[r][c], 1);
-          gxa[r][c] += __shfl_xor_sync(0xffffffffu, gxa[r][c], 2);
-          if (q == 0 && valid[r]) st_global(A.gx + (b * p.n + nrow[r]) * 2 + c, gxa[r][c]);
         }
+#pragma unroll
+        for (int t = 0; t < MT; ++t)
+          for (int u = 0; u < 2; ++u)
+            for (int e = 0; e < 4; ++e) {
+              const int r = e >> 1, f = n0 + u * 8 + 2 * q + (e & 1);
+              const float v = tt[t][u][e] * inv;
+              if (f < 2) {
+                gxa[t][r][f] += v;
+              } else if (f < nf) {
+                const int k = (f - 2) / 4, j = (f - 2) % 4, c = j & 1;
+                float sn, cs2;
+                sincospif(reduce_period2(ldexpf(xc[t][r][c], k)), &sn, &cs2);
+                gxa[t][r][c] += ldexpf(kPi, k) * (j < 2 ? v * cs2 : -v * sn);
+              }
+            }
+      }
+#pragma unroll
+      for (int t = 0; t < MT; ++t)
+        for (int r = 0; r < 2; ++r)
+          for (int c = 0; c < 2; ++c) {
+            gxa[t][r][c] += __shfl_xor_sync(0xffffffffu, gxa[t][r][c], 1);
+            gxa[t][r][c] += __shfl_xor_sync(0xffffffffu, gxa[t][r][c], 2);
+            if (q == 0 && valid[t][r]) st_global(A.gx + (b * p.n + nrow[t][r]) * 2 + c, gxa[t][r][c]);
+          }
     }
   }
   __syncthreads();  // every warp's act and dlt rows of the tile are in shared memory
 
   // ------------------------------------------------------------------ weight gradients
+  // The warp's rows [lo, hi): the first RS in registers, grouped by layer (one B read per group).
   int lo, hi;
-  frag_range(s, nw, warp, lo, hi);
-  FragWalk fw;
-  fw.start(s, lo);
-  h2 acache[cl::kMaxWarps][4];
-  int cl_l = -1, cl_m = -1;
-#pragma unroll
-  for (int j = 0; j < kAcc; ++j)
-    if (lo + j < hi) {
-      if (fw.l != cl_l || fw.m != cl_m) {
-        load_a_cache(acache, S.act[fw.l], cl::pitch(s.fi_p[fw.l]), fw.m, nw);
-        cl_l = fw.l, cl_m = fw.m;
-      }
-      float t[4];
-      gw_fragment(t, acache, S.dlt[fw.l], cl::pitch(s.fo_p[fw.l]), fw.n, nw);
-      const float inv = 1.0f / (S.scl_a[fw.l] * S.scl_d[fw.l]);
-      for (int e = 0; e < 4; ++e) cs.gw[j][e] += t[e] * inv;
-      fw.next(s);
+  cl::gw_row_range(s, nw, warp, lo, hi);
+  const int nreg = hi - lo < RS ? hi - lo : RS;
+  const int nsm = A.cfg.gw_smem ? (hi - lo - nreg < SR ? hi - lo - nreg : SR) : 0;
+  const int nloc = nreg + nsm;  // rows on chip
+  for (int r = 0; r < nloc;) {
+    int l, m;
+    cl::gw_row(s, lo + r, l, m);
+    int r1 = r + 1;
+    for (; r1 < nloc; ++r1) {
+      int l1, m1;
+      cl::gw_row(s, lo + r1, l1, m1);
+      if (l1 != l) break;
     }
-  // Fragments beyond the register budget (large networks): accumulated in the chunk's slot.
+    gw_group<W>(cs.gw, r, r1, l, m, s, S, T);
+    r = r1;
+  }
+  // Rows beyond the register budget (large networks): accumulated in the chunk's slot.
   float* slot = A.slots + (b * A.n_chunks + (tile * T) / A.cfg.chunk_coords) * cl::slot_floats(s);
-  for (int f = lo + kAcc; f < hi; ++f) {
-    if (fw.l != cl_l || fw.m != cl_m) {
-      load_a_cache(acache, S.act[fw.l], cl::pitch(s.fi_p[fw.l]), fw.m, nw);
-      cl_l = fw.l, cl_m = fw.m;
-    }
-    float t[4];
-    gw_fragment(t, acache, S.dlt[fw.l], cl::pitch(s.fo_p[fw.l]), fw.n, nw);
-    const float inv = 1.0f / (S.scl_a[fw.l] * S.scl_d[fw.l]);
-    for (int e = 0; e < 4; ++e) {
-      float* at = slot + slot_index(s, fw.l, fw.m, fw.n, e);
-      st_global(at, ld_global(at) + t[e] * inv);
-    }
-    fw.next(s);
+  for (int row = lo + nloc; row < hi; ++row) {
+    int l, m;
+    cl::gw_row(s, row, l, m);
+    float t[NH][4];
+    gw_row_sum<W>(t, gw_operands(s, S, l), m, T);
+    const float inv = 1.0f / S.scl_a[l] / S.scl_d[l];
+#pragma unroll
+    for (int n = 0; n < NH; ++n)
+      for (int e = 0; e < 4; ++e) {
+        int64_t at;
+        if (gw_index(s, l, m, n, e, at)) st_global(slot + at, ld_global(slot + at) + t[n][e] * inv);
+      }
   }
 }
 
 // ---------------------------------------------------------------------------------- kernels
 
-template <int W>
-__global__ void __launch_bounds__(cl::kMaxWarps * 32) mlp_main_kernel(const __grid_constant__ Args A) {
+template <int W, bool G, bool GX>
+__global__ void __launch_bounds__(cl::kMaxWarps * 32, 1) mlp_main_kernel(const __grid_constant__ Args A) {
   INR_DYNAMIC_SMEM(smem_raw);
   const MlpProblem<float>& p = A.p;
   const MlpLayout& s = p.layout;
-  const bool grads = p.mode != MlpMode::kForward;
+  constexpr bool grads = G;  // == (p.mode != MlpMode::kForward): launch_main picks the instance
   const Smem S = carve(s, A.cfg, grads, smem_raw);
-  const int nw = A.cfg.warps, T = kRows * nw, warp = threadIdx.x / 32;
+  const int nw = A.cfg.warps, T = cl::tile(A.cfg, W), warp = threadIdx.x / 32;
+  constexpr int NH = W / 8, RS = cl::gw_slots(W), SR = cl::gw_smem_slots(W);
   const int64_t ntiles = (p.n + T - 1) / T, tiles_per_chunk = A.cfg.chunk_coords / T;
   const int64_t items = p.batch * A.n_chunks;
   const half* wsrc[kMlpMaxLayers];
   const half* wtsrc[kMlpMaxLayers];
   int parity = 0;
   if (threadIdx.x == 0) S.scl_a[0] = 1.0f;  // the encoding is not scaled (read after barriers)
+  int lo = 0, hi = 0;
+  if (grads) cl::gw_row_range(s, nw, warp, lo, hi);
+  const int nreg = hi - lo < RS ? hi - lo : RS;
+  const int nsm = A.cfg.gw_smem ? (hi - lo - nreg < SR ? hi - lo - nreg : SR) : 0;
+  const int nloc = nreg + nsm;  // rows on chip: registers, then shared memory
 
   for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
     const int64_t b = item / A.n_chunks, chunk = item % A.n_chunks;
@@ -590,43 +887,66 @@ __global__ void __launch_bounds__(cl::kMaxWarps * 32) mlp_main_kernel(const __gr
       for (int o = threadIdx.x; o < fop; o += blockDim.x)
         S.bias[s.b_off[l] + o] = o < fo ? ld_global(p.biases[l] + b * fo + o) : 0.0f;
     }
-    ChunkState cs;
+    ChunkState<W> cs;
     cs.loss = 0.0f;
-    for (int j = 0; j < kAcc; ++j) cs.gw[j][0] = cs.gw[j][1] = cs.gw[j][2] = cs.gw[j][3] = 0.0f;
+#pragma unroll
+    for (int j = 0; j < RS; ++j)
+#pragma unroll
+      for (int n = 0; n < NH; ++n) cs.gw[j][n][0] = cs.gw[j][n][1] = cs.gw[j][n][2] = cs.gw[j][n][3] = 0.0f;
     float* slot = A.slots + item * cl::slot_floats(s);
-    int lo = 0, hi = 0;
     if (grads) {
       for (int e = threadIdx.x; e < nw * s.b_total; e += blockDim.x) S.gbw[e] = 0.0f;
-      frag_range(s, nw, warp, lo, hi);
-      FragWalk fw;
-      fw.start(s, lo);
-      for (int f = lo; f < hi; ++f, fw.next(s))  // zero the slot's part of the overflow fragments
-        if (f >= lo + kAcc)
-          for (int e = 0; e < 4; ++e) st_global(slot + slot_index(s, fw.l, fw.m, fw.n, e), 0.0f);
+      for (int j = 0; j < nsm; ++j)
+        for (int n = 0; n < NH; ++n)
+          for (int e = 0; e < 4; ++e) sts_f(gsm_at<W>(S, j, n, e), 0.0f);
+      for (int row = lo + nloc; row < hi; ++row) {  // zero the slot's part of the overflow rows
+        int l, m;
+        cl::gw_row(s, row, l, m);
+        for (int n = 0; n < NH; ++n)
+          for (int e = 0; e < 4; ++e) {
+            int64_t at;
+            if (gw_index(s, l, m, n, e, at)) st_global(slot + at, 0.0f);
+          }
+      }
     }
     __syncthreads();
     for (int64_t tile = t0; tile < t1; ++tile) {
       if (grads && tile > t0) __syncthreads();  // the previous tile's gradients have read act and dlt
-      run_tile<W>(A, S, b, tile, cs, wsrc, wtsrc, parity);
+      run_tile<W, G, GX>(A, S, b, tile, cs, wsrc, wtsrc, parity);
     }
-    if (!grads) continue;
-    // Write the chunk's partial once: register fragments, bias gradients (warps in order), loss.
-    FragWalk fw;
-    fw.start(s, lo);
-#pragma unroll
-    for (int j = 0; j < kAcc; ++j)
-      if (lo + j < hi) {
-        for (int e = 0; e < 4; ++e) st_global(slot + slot_index(s, fw.l, fw.m, fw.n, e), cs.gw[j][e]);
-        fw.next(s);
+    if constexpr (grads) {
+      // Write the chunk's partial once: rows on chip, bias gradients (warps in order), loss.
+  #pragma unroll
+      for (int j = 0; j < RS; ++j)
+        if (j < nreg) {
+          int l, m;
+          cl::gw_row(s, lo + j, l, m);
+  #pragma unroll
+          for (int n = 0; n < NH; ++n)
+            for (int e = 0; e < 4; ++e) {
+              int64_t at;
+              if (gw_index(s, l, m, n, e, at)) st_global(slot + at, cs.gw[j][n][e]);
+            }
+        }
+      for (int j = 0; j < nsm; ++j) {
+        int l, m;
+        cl::gw_row(s, lo + nreg + j, l, m);
+        for (int n = 0; n < NH; ++n)
+          for (int e = 0; e < 4; ++e) {
+            int64_t at;
+            const float v = lds_f(gsm_at<W>(S, j, n, e));
+            if (gw_index(s, l, m, n, e, at)) st_global(slot + at, v);
+          }
       }
-    __syncthreads();  // every warp's bias partials are complete
-    for (int e = threadIdx.x; e < s.b_total; e += blockDim.x) {
-      float acc = 0.0f;
-      for (int w = 0; w < nw; ++w) acc += S.gbw[w * s.b_total + e];
-      st_global(slot + s.w_total + e, acc);
+      __syncthreads();  // every warp's bias partials are complete
+      for (int e = threadIdx.x; e < s.b_total; e += blockDim.x) {
+        float acc = 0.0f;
+        for (int w = 0; w < nw; ++w) acc += S.gbw[w * s.b_total + e];
+        st_global(slot + s.w_total + e, acc);
+      }
+      const float loss = block_sum(warp_sum(cs.loss), S.red, parity, nw);
+      if (threadIdx.x == 0) st_global(slot + s.w_total + s.b_total, loss);
     }
-    const float loss = block_sum(warp_sum(cs.loss), S.red, parity, nw);
-    if (threadIdx.x == 0) st_global(slot + s.w_total + s.b_total, loss);
   }
 }
 
@@ -686,13 +1006,14 @@ __global__ void reduce_gx_kernel(int64_t batch, int64_t n, const float* __restri
   }
 }
 
-template <int W>
+template <int W, bool G, bool GX>
 cudaError_t launch_main(const Args& args, int64_t smem, cudaStream_t stream) {
-  cudaError_t err = cudaFuncSetAttribute(mlp_main_kernel<W>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  void (*kernel)(const Args) = mlp_main_kernel<W, G, GX>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   if (err != cudaSuccess) return err;
   const int threads = 32 * args.cfg.warps;
   int per_sm = 0, dev = 0, sms = 0;
-  if ((err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, mlp_main_kernel<W>, threads, size_t(smem))) !=
+  if ((err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, size_t(smem))) !=
       cudaSuccess)
     return err;
   if ((err = cudaGetDevice(&dev)) != cudaSuccess) return err;
@@ -703,11 +1024,18 @@ cudaError_t launch_main(const Args& args, int64_t smem, cudaStream_t stream) {
   if (args.cfg.max_blocks > 0 && blocks > args.cfg.max_blocks) blocks = args.cfg.max_blocks;
   if (blocks > items) blocks = items;
   if (blocks > 2147483647) blocks = 2147483647;
-  INR_LAUNCH(mlp_main_kernel<W>, dim3(unsigned(blocks)), dim3(unsigned(threads)), size_t(smem), stream)(args);
+  INR_LAUNCH(kernel, dim3(unsigned(blocks)), dim3(unsigned(threads)), size_t(smem), stream)(args);
   return launch_status(stream);
 }
 
 bool needs_gx(const MlpProblem<float>& p) { return p.mode == MlpMode::kBackward && p.grad_x != nullptr; }
+
+// The kernel instance of a call: forward only, with gradients, or with gradients and grad_x.
+template <int W>
+cudaError_t launch_width(const Args& args, bool grads, bool gx, int64_t smem, cudaStream_t stream) {
+  if (!grads) return launch_main<W, false, false>(args, smem, stream);
+  return gx ? launch_main<W, true, true>(args, smem, stream) : launch_main<W, true, false>(args, smem, stream);
+}
 
 }  // namespace
 
@@ -723,7 +1051,7 @@ int64_t mlp_cuda_smem_bytes(const MlpProblem<float>& p, const cl::Config& c) {
 int mlp_cuda_run(const MlpProblem<float>& p, const cl::Config& c, float* workspace, void* stream_ptr) {
   cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
   const MlpLayout& s = p.layout;
-  if (!cl::config_valid(c) || !mlp_width_supported(s.width) || s.fo_p[s.depth] != kMlpOutPadCuda)
+  if (!cl::config_valid(c, s.width) || !mlp_width_supported(s.width) || s.fo_p[s.depth] != kMlpOutPadCuda)
     return int(cudaErrorInvalidValue);
   if (p.batch == 0) return 0;
   const bool grads = p.mode != MlpMode::kForward;
@@ -745,10 +1073,10 @@ int mlp_cuda_run(const MlpProblem<float>& p, const cl::Config& c, float* workspa
     }
     const int64_t smem = mlp_cuda_smem_bytes(p, c);
     switch (s.width) {
-      case 16: err = launch_main<16>(args, smem, stream); break;
-      case 32: err = launch_main<32>(args, smem, stream); break;
-      case 64: err = launch_main<64>(args, smem, stream); break;
-      default: err = launch_main<128>(args, smem, stream); break;
+      case 16: err = launch_width<16>(args, grads, needs_gx(p), smem, stream); break;
+      case 32: err = launch_width<32>(args, grads, needs_gx(p), smem, stream); break;
+      case 64: err = launch_width<64>(args, grads, needs_gx(p), smem, stream); break;
+      default: err = launch_width<128>(args, grads, needs_gx(p), smem, stream); break;
     }
     if (err != cudaSuccess) return int(err);
   }

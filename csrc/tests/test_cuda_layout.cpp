@@ -67,8 +67,8 @@ bool ldmatrix_conflict_free(int p) {
 
 void check_config(const MlpLayout& s, const cl::Config& c, bool backward) {
   const cl::SmemLayout m = cl::smem_layout(s, c, backward);
-  const int64_t t = cl::tile(c);
-  CHECK(cl::config_valid(c));
+  const int64_t t = cl::tile(c, s.width);
+  CHECK(cl::config_valid(c, s.width));
   // Sections are disjoint, in order, 128-byte aligned, inside the block.
   std::vector<std::pair<int64_t, int64_t>> sec;
   for (int l = 0; l < s.n_layers; ++l)
@@ -78,6 +78,8 @@ void check_config(const MlpLayout& s, const cl::Config& c, bool backward) {
     for (int l = 0; l < s.n_layers; ++l) sec.push_back({m.act[l], t * cl::pitch(s.fi_p[l]) * 2});
     for (int l = 0; l < s.n_layers; ++l) sec.push_back({m.dlt[l], t * cl::pitch(s.fo_p[l]) * 2});
     sec.push_back({m.gbw, int64_t(c.warps) * s.b_total * 4});
+    sec.push_back({m.mask, int64_t(c.warps) * s.depth * cl::mask_words(s.width) * 32 * 4});
+    sec.push_back({m.gsm, c.gw_smem ? int64_t(c.warps) * cl::gw_smem_slots(s.width) * (s.width / 8) * 128 * 4 : 0});
   }
   sec.push_back({m.red, 2 * cl::kMaxWarps * 4});
   sec.push_back({m.scl, 2 * inr_fast::kMlpMaxLayers * 4});
@@ -100,10 +102,31 @@ void check_config(const MlpLayout& s, const cl::Config& c, bool backward) {
   // The encoding's gradient (grad_x) reads columns 2 + 4k + c and 4 + 4k + c < fi[0] <= fi_p[0].
   CHECK(s.n_freqs == 0 || 4 + 4 * (s.n_freqs - 1) + 1 < s.fi[0]);
   CHECK(s.fi[0] <= s.fi_p[0]);
-  // Weight-gradient fragments: the walk covers grad W^T exactly (16 x 8 tiles).
+  // Weight-gradient rows: W / 8 fragments of 16 x 8 each; the rows of layer l < D cover grad W_l^T
+  // (fi_p x fo_p) exactly, the output layer's one row (8 live rows of 16) grad W_D (8 x W).
   int64_t covered = 0;
-  for (int l = 0; l < s.n_layers; ++l) covered += int64_t(cl::gw_frags(s, l)) * 128;
+  for (int r = 0; r < cl::gw_rows(s); ++r) {
+    int l = -1, m = -1;
+    cl::gw_row(s, r, l, m);
+    CHECK(l >= 0 && l <= s.depth && m >= 0);
+    if (l < s.depth) {
+      CHECK(m < s.fi_p[l] / 16 && s.fo_p[l] == s.width);
+      covered += int64_t(s.width / 8) * 128;
+    } else {
+      CHECK(m == 0 && s.fi_p[l] == s.width && s.fo_p[l] == 8 && r == cl::gw_rows(s) - 1);
+      covered += int64_t(s.width / 8) * 64;
+    }
+  }
   CHECK(covered == s.w_total);
+  // The warps' shares of the rows partition them.
+  int next = 0;
+  for (int w = 0; w < c.warps; ++w) {
+    int lo = 0, hi = 0;
+    cl::gw_row_range(s, c.warps, w, lo, hi);
+    CHECK(lo == next && hi >= lo);
+    next = hi;
+  }
+  CHECK(next == cl::gw_rows(s));
 }
 
 void check_workspace(const MlpLayout& s, int64_t batch, int64_t n, const cl::Config& c, bool grads, bool gx) {
@@ -130,16 +153,17 @@ int main() {
         for (bool backward : {false, true}) {
           for (int64_t optin : {kOptinSm86, kOptinSm80, kOptinSm90}) {
             const cl::Config c = cl::choose_config(s, backward, optin);
-            CHECK(cl::config_valid(c));  // every supported shape runs on every supported GPU
+            CHECK(cl::config_valid(c, width));  // every supported shape runs on every supported GPU
             CHECK(cl::smem_layout(s, c, backward).bytes <= optin);
-            if (cl::config_valid(c)) check_config(s, c, backward);
+            if (cl::config_valid(c, width)) check_config(s, c, backward);
           }
           for (int warps : {1, 2, 4, 8})
             for (bool staged : {false, true}) {
               cl::Config c;
               c.warps = warps;
               c.smem_weights = staged;
-              c.chunk_coords = 64 * cl::tile(c);
+              c.gw_smem = warps % 2 == 0;  // both ways
+              c.chunk_coords = 64 * cl::tile(c, width);
               check_config(s, c, backward);
               for (bool gx : {false, true}) {
                 check_workspace(s, 1, 1, c, backward, gx);
@@ -151,11 +175,16 @@ int main() {
         }
         ++cases;
       }
-  // The preset shape (W = 64, D = 3, L = 10) gets the full tile and staged weights on an A100/H100.
+  // The preset shape (W = 64, D = 3, L = 10) gets a tile of 128 coordinates (4 warps of 32) and staged
+  // weights on an A100 and an H100/H200; on the H100/H200 all 12 weight-gradient rows stay on chip
+  // (2 per warp in registers, 1 in shared memory), on the A100 (163 KB) the third goes to global memory.
   {
     const MlpLayout s = MlpLayout::make(10, 64, 3, inr_fast::kMlpOutPadCuda);
+    const cl::Config h = cl::choose_config(s, true, kOptinSm90);
+    CHECK(h.warps == 4 && h.smem_weights && h.gw_smem && cl::tile(h, 64) == 128);
+    CHECK(cl::gw_rows(s) == 12 && (cl::gw_slots(64) + cl::gw_smem_slots(64)) * h.warps == cl::gw_rows(s));
     const cl::Config c = cl::choose_config(s, true, kOptinSm80);
-    CHECK(c.warps == 8 && c.smem_weights);
+    CHECK(c.warps == 4 && c.smem_weights && !c.gw_smem);
     // The workspace holds only what the mode needs.
     const int64_t fwd = cl::workspace_layout(s, 64, 15625, c, false, false).floats;
     const int64_t bwd = cl::workspace_layout(s, 64, 15625, c, true, true).floats;

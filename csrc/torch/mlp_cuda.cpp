@@ -50,7 +50,7 @@ void run_cuda(MlpProblem<float>& p, const at::Tensor& x, const std::vector<at::T
   const int qerr = cuda::mlp_cuda_device_limits(&sm_count, &smem_optin);
   TORCH_CHECK(qerr == 0, "inr_fast: querying the CUDA device failed: ", cuda::error_string(qerr));
   const cuda_layout::Config cfg = cuda_layout::choose_config(p.layout, p.mode != MlpMode::kForward, smem_optin);
-  TORCH_CHECK(cuda_layout::config_valid(cfg), "inr_fast: the fused MLP (width ", p.layout.width, ", depth ",
+  TORCH_CHECK(cuda_layout::config_valid(cfg, p.layout.width), "inr_fast: the fused MLP (width ", p.layout.width, ", depth ",
               p.layout.depth, ", n_freqs ", p.layout.n_freqs, ") does not fit this GPU's ", smem_optin,
               " bytes of shared memory per block");
   at::Tensor ws = at::empty({cuda::mlp_cuda_workspace_floats(p, cfg)}, x.options());

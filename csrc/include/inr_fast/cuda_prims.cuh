@@ -104,6 +104,8 @@ __device__ __forceinline__ float2 lds_f2(const float* p, bool active = true) {
 __device__ __forceinline__ void sts_f2(float* p, float2 v, bool active = true) {
   if (active) *reinterpret_cast<float2*>(p) = v;
 }
+__device__ __forceinline__ uint32_t lds_u32(const uint32_t* p) { return *p; }
+__device__ __forceinline__ void sts_u32(uint32_t* p, uint32_t v) { *p = v; }
 
 }  // namespace prims
 }  // namespace inr_fast

@@ -11,9 +11,7 @@
 namespace inr_fast {
 namespace cuda_layout {
 
-constexpr int kWarpRows = 16;           // coordinates per warp: one m16 row block of mma.m16n8k16
-constexpr int kMaxWarps = 8;            // warps per block; a tile is kWarpRows x warps coordinates
-constexpr int kAccFrags = 16;           // weight-gradient fragments (16 x 8 float) a warp keeps in registers
+constexpr int kMaxWarps = 8;            // warps per block; a tile is warp_rows(W) x warps coordinates
 constexpr int kPad = 8;                 // row pitch = columns (rounded to 16) + 8 halves: an odd multiple of
                                         // 16 bytes, so mma-fragment and ldmatrix accesses are conflict-free
 constexpr int64_t kChunkCoords = 8192;  // coordinates per chunk (one block's gradient partial)
@@ -21,32 +19,58 @@ constexpr int64_t kChunkCoords = 8192;  // coordinates per chunk (one block's gr
 INR_HD int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 INR_HD int pitch(int cols) { return int(round_up(cols, 16)) + kPad; }
 
+// Coordinates per warp: two m16 row blocks of mma.m16n8k16 (each weight fragment read from shared
+// memory serves 32 coordinates), one at W = 128 (the registers of two would not fit).
+INR_HD constexpr int warp_rows(int width) { return width >= 128 ? 16 : 32; }
+// Weight-gradient rows (below) a warp keeps in float32 registers for a whole chunk; the rest are
+// accumulated in the chunk's slot in global memory every tile.
+INR_HD constexpr int gw_slots(int width) { return width <= 16 ? 4 : width <= 32 ? 3 : width <= 64 ? 2 : 1; }
+// Further rows a warp accumulates in float32 shared memory (Config::gw_smem), added to every tile.
+INR_HD constexpr int gw_smem_slots(int width) { return width == 64 ? 1 : 0; }
+// Words per lane of a layer's ReLU mask (one bit per float32 C-fragment element of the warp's rows).
+INR_HD constexpr int mask_words(int width) { return (warp_rows(width) / 16 * (width / 8) * 4 + 31) / 32; }
+
 // How a call is cut into blocks. Chosen by choose_config from the shape and the device's shared
 // memory; every field may be set by hand (the emulated tests do).
 struct Config {
-  int warps = kMaxWarps;              // 1, 2, 4 or 8 warps per block; tile = 16 x warps coordinates
+  int warps = kMaxWarps;              // 1, 2, 4 or 8 warps per block; tile = warp_rows(W) x warps coordinates
   bool smem_weights = true;           // weights staged in shared memory per chunk (else read from
                                       // float16 copies in the global workspace)
   int64_t chunk_coords = kChunkCoords;  // coordinates per chunk: a multiple of the tile
   int max_blocks = 0;                 // grid cap (0: resident blocks from the occupancy calculator)
+  bool gw_smem = true;                // up to gw_smem_slots(W) weight-gradient rows per warp beyond the
+                                      // registers in shared memory (else in the chunk's slot in global memory)
 };
 
-INR_HD int tile(const Config& c) { return kWarpRows * c.warps; }
-INR_HD bool config_valid(const Config& c) {
+INR_HD int tile(const Config& c, int width) { return warp_rows(width) * c.warps; }
+INR_HD bool config_valid(const Config& c, int width) {
   return (c.warps == 1 || c.warps == 2 || c.warps == 4 || c.warps == 8) && c.chunk_coords > 0 &&
-         c.chunk_coords % tile(c) == 0 && c.max_blocks >= 0;
+         c.chunk_coords % tile(c, width) == 0 && c.max_blocks >= 0;
 }
 // Chunks per jet: a function of N and the chunk size only (not of B, the grid or the GPU).
 INR_HD int64_t n_chunks(int64_t n, const Config& c) {
   return n <= 0 ? 0 : (n + c.chunk_coords - 1) / c.chunk_coords;
 }
 
-// Weight-gradient fragments of layer l: (fi_p / 16) x (fo_p / 8) tiles of 16 x 8 of grad W^T.
-INR_HD int gw_frags(const MlpLayout& s, int l) { return (s.fi_p[l] / 16) * (s.fo_p[l] / 8); }
-INR_HD int gw_frags_total(const MlpLayout& s) {
-  int t = 0;
-  for (int l = 0; l < s.n_layers; ++l) t += gw_frags(s, l);
-  return t;
+// Weight-gradient rows. Row (l, m) of a layer l < D holds grad W_l^T for input features 16 m ..
+// 16 m + 15 and every output feature: W / 8 fragments of 16 x 8 (A = a_l^T, B = delta_l). The output
+// layer D has one row, transposed: grad W_D for its 8 (padded) outputs and every input feature
+// (A = delta_D^T, rows 8-15 zero; B = a_D), also W / 8 fragments. Rows are numbered layer by layer.
+INR_HD int gw_rows(const MlpLayout& s) {
+  int r = 1;  // the output layer's
+  for (int l = 0; l < s.depth; ++l) r += s.fi_p[l] / 16;
+  return r;
+}
+INR_HD void gw_row(const MlpLayout& s, int row, int& l, int& m) {
+  l = 0;
+  while (l < s.depth && row >= s.fi_p[l] / 16) row -= s.fi_p[l] / 16, ++l;
+  m = l < s.depth ? row : 0;
+}
+// A warp's rows: [lo, hi) of the enumeration, in nearly equal shares.
+INR_HD void gw_row_range(const MlpLayout& s, int warps, int warp, int& lo, int& hi) {
+  const int total = gw_rows(s);
+  lo = total * warp / warps;
+  hi = total * (warp + 1) / warps;
 }
 
 // One chunk's float32 partial result: [grad W per layer, (fo_p, fi_p) row-major at w_off[l] |
@@ -60,10 +84,12 @@ INR_HD int64_t slot_floats(const MlpLayout& s) { return round_up(s.w_total + s.b
 //   act[l]  the tile's layer-l inputs, token-major (tile, fi_p), pitch fi_p + 8  (backward)
 //   dlt[l]  the tile's output deltas of layer l, (tile, fo_p), pitch fo_p + 8   (backward)
 //   gbw     per-warp bias-gradient partials, warps x b_total floats              (backward)
+//   mask    ReLU masks of the hidden layers' outputs, warps x depth x mask_words x 32 words (backward)
+//   gsm     weight-gradient rows in shared memory, warps x gw_smem_slots x W / 8 x 128 floats (backward, gw_smem)
 //   red     block reductions, 2 x kMaxWarps floats; scl: per-tile scales, 2 x kMlpMaxLayers floats
 struct SmemLayout {
   int64_t w[kMlpMaxLayers] = {}, act[kMlpMaxLayers] = {}, dlt[kMlpMaxLayers] = {};
-  int64_t bias = 0, gbw = 0, red = 0, scl = 0, bytes = 0;
+  int64_t bias = 0, gbw = 0, mask = 0, gsm = 0, red = 0, scl = 0, bytes = 0;
 };
 
 INR_HD SmemLayout smem_layout(const MlpLayout& s, const Config& c, bool backward, int half_bytes = 2) {
@@ -74,7 +100,7 @@ INR_HD SmemLayout smem_layout(const MlpLayout& s, const Config& c, bool backward
     off += round_up(bytes, 128);
     return r;
   };
-  const int64_t t = tile(c);
+  const int64_t t = tile(c, s.width);
   for (int l = 0; l < s.n_layers; ++l)
     m.w[l] = c.smem_weights ? take(int64_t(s.fo_p[l]) * pitch(s.fi_p[l]) * half_bytes) : 0;
   m.bias = take(s.b_total * 4);
@@ -82,6 +108,8 @@ INR_HD SmemLayout smem_layout(const MlpLayout& s, const Config& c, bool backward
     for (int l = 0; l < s.n_layers; ++l) m.act[l] = take(t * pitch(s.fi_p[l]) * half_bytes);
     for (int l = 0; l < s.n_layers; ++l) m.dlt[l] = take(t * pitch(s.fo_p[l]) * half_bytes);
     m.gbw = take(int64_t(c.warps) * s.b_total * 4);
+    m.mask = take(int64_t(c.warps) * s.depth * mask_words(s.width) * 32 * 4);
+    m.gsm = take(c.gw_smem ? int64_t(c.warps) * gw_smem_slots(s.width) * (s.width / 8) * 128 * 4 : 0);
   }
   m.red = take(2 * kMaxWarps * 4);
   m.scl = take(2 * kMlpMaxLayers * 4);
@@ -114,16 +142,19 @@ INR_HD WorkspaceLayout workspace_layout(const MlpLayout& s, int64_t batch, int64
 }
 
 // The configuration the binding uses: the most warps (the largest tile) whose shared memory fits
-// `smem_optin`, weights staged in shared memory when they fit, else read from global memory.
-// Depends on the shape, the mode and the device's shared memory only.
+// `smem_optin`, weights staged in shared memory when they fit, else read from global memory, and
+// weight-gradient rows in shared memory when they fit too. Depends on the shape, the mode and the
+// device's shared memory only.
 inline Config choose_config(const MlpLayout& s, bool backward, int64_t smem_optin) {
   for (int warps = kMaxWarps; warps >= 1; warps /= 2)
-    for (int staged = 1; staged >= 0; --staged) {
-      Config c;
-      c.warps = warps;
-      c.smem_weights = staged != 0;
-      if (smem_layout(s, c, backward).bytes <= smem_optin) return c;
-    }
+    for (int staged = 1; staged >= 0; --staged)
+      for (int gsm = 1; gsm >= 0; --gsm) {
+        Config c;
+        c.warps = warps;
+        c.smem_weights = staged != 0;
+        c.gw_smem = gsm != 0;
+        if (smem_layout(s, c, backward).bytes <= smem_optin) return c;
+      }
   Config c;
   c.warps = 0;  // nothing fits: invalid, refused by the caller
   return c;

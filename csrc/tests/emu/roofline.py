@@ -4,8 +4,12 @@
 Runs `test_emu_half counters W D L N` (one jet's step, the binding's configuration on an H100/H200)
 for each width, scales to B jets (every jet does the same work in its own blocks) and prints a
 markdown table: useful FLOPs, mma calls, global bytes (32-byte sectors moved), compulsory bytes,
-shared-memory wavefronts, barriers, and the time each would take alone on the device at its peak
-rate; the largest is the bound, and useful FLOPs / (bound x peak) the estimate.
+shared-memory wavefronts and warp shuffles (both issue through the SM's shared-memory pipe, one
+wavefront or one 32-lane shuffle per clock), barriers, and the time each would take alone on the
+device at its peak rate; the largest is the bound, and useful FLOPs / (bound x peak) the estimate.
+What it leaves out: latency (one or two warps per scheduler), register spills (ptxas reports them;
+they go through the same pipe), and whether mma.sync reaches the dense peak on a Hopper part at all
+(the peak is quoted for wgmma).
 
     python csrc/tests/emu/roofline.py [--bin build-cmake/test_emu_half] [--batch 64] [--depth 3]
 """
@@ -70,10 +74,10 @@ def main(argv=None) -> int:
     )
     print(
         "| W | config | useful GFLOP | mma (M) | global MB (moved) | compulsory MB | ratio | AI flop/B "
-        "| smem wavefronts (M) | barriers | t tensor us | t smem us | t DRAM us | bound "
+        "| smem wavefronts (M) | shuffles (M) | barriers | t tensor us | t smem us | t DRAM us | bound "
         "| estimate % of peak |"
     )
-    print("|" + "---|" * 15)
+    print("|" + "---|" * 16)
     for width in (16, 32, 64, 128):
         c = counters(args.bin, width, d, nf, n)
         flops = useful_flops_per_coord(nf, width, d) * n * b
@@ -82,8 +86,9 @@ def main(argv=None) -> int:
         p = params_per_jet(nf, width, d)
         compulsory = n * 2 * 4 + b * n * 3 * 4 + 2 * b * p * 4 + b * 4  # x, targets, weights, grads, loss
         wavefronts = c["smem_wavefronts"] * b
+        shuffles = c.get("shuffles", 0) * b
         t_tensor = mma / (sms * mma_per_clk * clock)
-        t_smem = wavefronts / (sms * clock)
+        t_smem = (wavefronts + shuffles) / (sms * clock)
         t_dram = moved / (bw_tb * 1e12)
         times = {"tensor": t_tensor, "shared memory": t_smem, "memory": t_dram}
         bound = max(times, key=times.get)
@@ -99,6 +104,7 @@ def main(argv=None) -> int:
             f"{moved / compulsory:.2f}",
             f"{flops / moved:.0f}",
             f"{wavefronts / 1e6:.1f}",
+            f"{shuffles / 1e6:.1f}",
             f"{c['barriers'] * b}",
             f"{t_tensor * 1e6:.0f}",
             f"{t_smem * 1e6:.0f}",

@@ -23,6 +23,7 @@ inline void complete_mma(WarpSlot& s);
 inline void complete_collective(WarpSlot& s, int) {
   switch (s.op[0]) {
     case kOpShfl:
+      ++g_count.shuffles;
       for (int l = 0; l < 32; ++l) std::memcpy(&s.fout[l][0], &s.fin[l ^ int(s.key[0])][0], sizeof(float));
       return;
     case kOpSyncwarp:
@@ -227,6 +228,14 @@ inline void sts_f2(float* p, float2 v, bool active = true) {
   shim::record_smem(active ? shim::smem_offset(p, 8) : 0, active ? 8 : 0);
   if (active && reinterpret_cast<uintptr_t>(p) % 8 != 0) shim::fail("sts_f2: address not 8-byte aligned");
   if (active) p[0] = v.x, p[1] = v.y;
+}
+inline uint32_t lds_u32(const uint32_t* p) {
+  shim::record_smem(shim::smem_offset(p, 4), 4);
+  return *p;
+}
+inline void sts_u32(uint32_t* p, uint32_t v) {
+  shim::record_smem(shim::smem_offset(p, 4), 4);
+  *p = v;
 }
 
 }  // namespace prims

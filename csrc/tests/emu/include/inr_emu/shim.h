@@ -124,6 +124,7 @@ struct Counters {
   long long global_read_sectors = 0, global_write_sectors = 0;
   long long smem_wavefronts = 0, smem_bytes = 0, smem_ideal_wavefronts = 0;
   long long barriers = 0, mma = 0, ldmatrix = 0, launches = 0, blocks = 0;
+  long long shuffles = 0;  // warp shuffles (one per warp-wide instruction; they share the shared-memory pipe)
 };
 inline Counters g_count;
 
