@@ -4,14 +4,17 @@
 //
 // Work: the coordinates of each jet are cut into chunks of Config::chunk_coords, and a persistent
 // grid of blocks takes the (jet, chunk) items in turn. Per item a block stages the jet's weights
-// (float16) and biases in shared memory once, then streams the chunk's tiles of 16 x warps
-// coordinates. Each warp carries its 16 coordinates through every layer in registers (the output
-// fragments of one mma become the A operand of the next), so the forward needs no shared memory but
-// the weights; with gradients it also leaves each layer's input and output delta of the tile in
-// shared memory, and after the backward the block computes the tile's weight gradients
-// grad W_l^T += a_l^T delta_l from them, into float32 fragments that stay in registers for the whole
-// chunk and are written once (a per-chunk slot), then summed over chunks in order by reduce_kernel.
-// Activations and deltas are scaled per tile by a power of two before the float16 conversion.
+// (float16) and biases in shared memory once, then streams the chunk's tiles of warp_rows(W) x warps
+// coordinates. Each warp carries its 32 coordinates (two m16 row blocks, so that every weight
+// fragment read serves two mma; 16 at W = 128) through every layer: without gradients in registers
+// (the output fragments of one mma become the A operand of the next); with gradients it leaves each
+// layer's input and output delta of the tile in shared memory (the next layer reading its A
+// fragments back at W >= 64, where the registers hold the weight-gradient rows), and after the
+// backward the block computes the tile's weight gradients grad W_l^T += a_l^T delta_l from them, in
+// rows grouped by layer that share their B fragments, into float32 rows that stay on chip (registers,
+// then shared memory) for the whole chunk and are written once (a per-chunk slot), then summed over
+// chunks in order by reduce_kernel. Activations and deltas are scaled per tile by a power of two
+// before the float16 conversion.
 #include "inr_fast/cuda_prims.cuh"
 #include "inr_fast/mlp.h"
 #include "inr_fast/mlp_cuda.h"
@@ -327,87 +330,68 @@ __device__ __forceinline__ float* gsm_at(const Smem& S, int j, int n, int e) {
   return S.gsm + (((warp * SR + j) * (W / 8) + n) * 4 + e) * 32 + lane;
 }
 
-// The tile's contribution to the warp's rows r0 .. r1 - 1 (rows m0, m0 + 1, .. of layer l): rows
-// j < RS in registers, RS <= j < RS + SR in shared memory. Every B fragment is read once per k-step
-// and serves all of them. The products arrive in the tile's units s = scale a x scale delta
-// (powers of two), so the register rows are multiplied by s, the products accumulated onto them,
-// and the rows multiplied back by 1 / s: exact in float32 while s stays within 2^+-64 (the fast
-// path); beyond, each row sums the tile on its own first. Shared-memory rows sum the tile in
-// registers and add it, scaled, once.
+// Rows per group (gw_group's registers for the tile sums): 2 at W = 64, where 3 made ptxas spill.
+template <int W>
+__host__ __device__ constexpr int gw_group_rows() {
+  return W == 64 ? 2 : cl::gw_slots(W) + cl::gw_smem_slots(W);
+}
+
+// The tile's contribution to the warp's rows r0 .. r1 - 1 (at most gw_group_rows; rows m0, m0 + 1,
+// .. of layer l): rows j < RS in registers, RS <= j < RS + SR in shared memory. Every B fragment is
+// read once per k-step and serves all of them. Each row sums the tile from zero in registers (in
+// the tile's float16 units, scale a x scale delta) and adds the sum, scaled back, to its chunk total
+// once, so a chunk's float32 sum is a sum of tile sums.
 template <int W>
 __device__ __forceinline__ void gw_group(float (&gw)[cl::gw_slots(W)][W / 8][4], int r0, int r1, int l, int m0,
                                          const MlpLayout& s, const Smem& S, int T) {
-  constexpr int NH = W / 8, RS = cl::gw_slots(W), SR = cl::gw_smem_slots(W);
+  constexpr int NH = W / 8, RS = cl::gw_slots(W), G = gw_group_rows<W>();
   const GwOperands o = gw_operands(s, S, l);
-  const float sc = S.scl_a[l] * S.scl_d[l];
-  const float inv = 1.0f / S.scl_a[l] / S.scl_d[l];
-  if (sc >= 0x1p-64f && sc <= 0x1p64f) {
-    float tmp[SR > 0 ? SR : 1][NH][4];
-#pragma unroll
-    for (int j = 0; j < SR; ++j)
-#pragma unroll
-      for (int n = 0; n < NH; ++n) tmp[j][n][0] = tmp[j][n][1] = tmp[j][n][2] = tmp[j][n][3] = 0.0f;
-#pragma unroll
-    for (int j = 0; j < RS; ++j)
-      if (j >= r0 && j < r1)
-#pragma unroll
-        for (int n = 0; n < NH; ++n)
-          for (int e = 0; e < 4; ++e) gw[j][n][e] *= sc;
-    for (int k0 = 0; k0 < T; k0 += 16) {
-      h2 bf[NH / 2][4];
-#pragma unroll
-      for (int n2 = 0; n2 < NH / 2; ++n2) load_b_t2(bf[n2], o.bbuf, o.pb, k0, n2 * 16);
-#pragma unroll
-      for (int j = 0; j < RS + SR; ++j)
-        if (j >= r0 && j < r1) {
-          h2 af[4];
-          if (o.out)
-            load_a_t8(af, o.abuf, o.pa, k0);
-          else
-            load_a_t(af, o.abuf, o.pa, (m0 + j - r0) * 16, k0);
-#pragma unroll
-          for (int n = 0; n < NH; ++n) {
-            const h2 bn[2] = {bf[n / 2][(n & 1) * 2], bf[n / 2][(n & 1) * 2 + 1]};
-            if (j < RS)
-              mma_16816(gw[j < RS ? j : 0][n], af, bn);
-            else
-              mma_16816(tmp[j < RS ? 0 : j - RS][n], af, bn);
-          }
-        }
-    }
-#pragma unroll
-    for (int j = 0; j < RS; ++j)
-      if (j >= r0 && j < r1)
-#pragma unroll
-        for (int n = 0; n < NH; ++n)
-          for (int e = 0; e < 4; ++e) gw[j][n][e] *= inv;
-#pragma unroll
-    for (int j = 0; j < SR; ++j)
-      if (RS + j >= r0 && RS + j < r1)
-#pragma unroll
-        for (int n = 0; n < NH; ++n)
-          for (int e = 0; e < 4; ++e) {
-            float* at = gsm_at<W>(S, j, n, e);
-            sts_f(at, lds_f(at) + tmp[j][n][e] * inv);
-          }
+  float tmp[G][NH][4];
+  if constexpr (G == 1) {  // one row: B fragments loaded as used (fewer registers)
+    gw_row_sum<W>(tmp[0], o, m0, T);
   } else {
 #pragma unroll
-    for (int j = 0; j < RS + SR; ++j)
-      if (j >= r0 && j < r1) {
-        float t[NH][4];
-        gw_row_sum<W>(t, o, m0 + j - r0, T);
+  for (int jj = 0; jj < G; ++jj)
+#pragma unroll
+    for (int n = 0; n < NH; ++n) tmp[jj][n][0] = tmp[jj][n][1] = tmp[jj][n][2] = tmp[jj][n][3] = 0.0f;
+  for (int k0 = 0; k0 < T; k0 += 16) {
+    h2 bf[NH / 2][4];
+#pragma unroll
+    for (int n2 = 0; n2 < NH / 2; ++n2) load_b_t2(bf[n2], o.bbuf, o.pb, k0, n2 * 16);
+#pragma unroll
+    for (int jj = 0; jj < G; ++jj)
+      if (r0 + jj < r1) {
+        h2 af[4];
+        if (o.out)
+          load_a_t8(af, o.abuf, o.pa, k0);
+        else
+          load_a_t(af, o.abuf, o.pa, (m0 + jj) * 16, k0);
+#pragma unroll
+        for (int n = 0; n < NH; ++n) {
+          const h2 bn[2] = {bf[n / 2][(n & 1) * 2], bf[n / 2][(n & 1) * 2 + 1]};
+          mma_16816(tmp[jj][n], af, bn);
+        }
+      }
+  }
+  }
+  const float ia = 1.0f / S.scl_a[l], id = 1.0f / S.scl_d[l];
+#pragma unroll
+  for (int jj = 0; jj < G; ++jj)
+    if (r0 + jj < r1) {
+#pragma unroll
+      for (int j = 0; j < RS; ++j)
+        if (j == r0 + jj)
+#pragma unroll
+          for (int n = 0; n < NH; ++n)
+            for (int e = 0; e < 4; ++e) gw[j][n][e] += tmp[jj][n][e] * ia * id;
+      if (r0 + jj >= RS)
 #pragma unroll
         for (int n = 0; n < NH; ++n)
           for (int e = 0; e < 4; ++e) {
-            if (j < RS) {
-              gw[j < RS ? j : 0][n][e] += t[n][e] * inv;
-            } else {
-              float* at = gsm_at<W>(S, j - RS, n, e);
-              sts_f(at, lds_f(at) + t[n][e] * inv);
-            }
+            float* at = gsm_at<W>(S, r0 + jj - RS, n, e);
+            sts_f(at, lds_f(at) + tmp[jj][n][e] * ia * id);
           }
-      }
-  }
+    }
 }
 
 // ---------------------------------------------------------------------------------- one tile
@@ -815,7 +799,7 @@ __device__ void run_tile(const Args& A, const Smem& S, int64_t b, int64_t tile, 
     int l, m;
     cl::gw_row(s, lo + r, l, m);
     int r1 = r + 1;
-    for (; r1 < nloc; ++r1) {
+    for (; r1 < nloc && r1 - r < gw_group_rows<W>(); ++r1) {
       int l1, m1;
       cl::gw_row(s, lo + r1, l1, m1);
       if (l1 != l) break;
@@ -830,12 +814,12 @@ __device__ void run_tile(const Args& A, const Smem& S, int64_t b, int64_t tile, 
     cl::gw_row(s, row, l, m);
     float t[NH][4];
     gw_row_sum<W>(t, gw_operands(s, S, l), m, T);
-    const float inv = 1.0f / S.scl_a[l] / S.scl_d[l];
+    const float ia = 1.0f / S.scl_a[l], id = 1.0f / S.scl_d[l];
 #pragma unroll
     for (int n = 0; n < NH; ++n)
       for (int e = 0; e < 4; ++e) {
         int64_t at;
-        if (gw_index(s, l, m, n, e, at)) st_global(slot + at, ld_global(slot + at) + t[n][e] * inv);
+        if (gw_index(s, l, m, n, e, at)) st_global(slot + at, ld_global(slot + at) + t[n][e] * ia * id);
       }
   }
 }

@@ -9,22 +9,26 @@ trap 'rm -rf "$WORK"' EXIT
 CXX=${CXX:-g++}
 
 names=(no-tile-scaling no-relu-mask missing-tile no-barrier-before-gradients no-output-bias-gradient
-       no-barrier-between-tiles)
+       no-barrier-between-tiles no-shared-memory-row bias-columns-misplaced)
 from=(
   '  const int shift = m > 0.0f ? max(-125, min(125, 12 - ilogbf(m))) : 0;'
-  '      if (!(__low2float(m0) > 0.0f)) d[n][0] = 0.0f;'
+  '          if (!((m4 >> e) & 1u)) d[t][n][e] = 0.0f;'
   '    const int64_t t1 = t0 + tiles_per_chunk < ntiles ? t0 + tiles_per_chunk : ntiles;'
   "  __syncthreads();  // every warp's act and dlt rows of the tile are in shared memory"
-  '    add_gb(dout, D, 0);'
+  '    add_bias_grad<2>(v, gbw + s.b_off[D]);'
   "      if (grads && tile > t0) __syncthreads();  // the previous tile's gradients have read act and dlt"
+  '            sts_f(at, lds_f(at) + tmp[jj][n][e] * ia * id);'
+  '    if (hi) base += H;'
 )
 to=(
   '  const int shift = 0 * ilogbf(m);'
-  '      if (false) d[n][0] = 0.0f;'
+  '          if (false) d[t][n][e] = 0.0f;'
   '    const int64_t t1 = (t0 + tiles_per_chunk < ntiles ? t0 + tiles_per_chunk : ntiles) - (ntiles > 1);'
   '  /* barrier removed */'
-  '    (void)dout;'
+  '    (void)v;'
   '      /* barrier removed */'
+  '            (void)at;'
+  '    (void)hi;'
 )
 
 escaped=0
