@@ -26,6 +26,42 @@ EXECUTORS = ("serial", "local", "slurm", "htcondor")
 CHUNK_RESOURCE = "chunk"
 
 
+#: glibc's mallopt parameter for the size from which allocations are mmap'ed (malloc.h: M_MMAP_THRESHOLD)
+_M_MMAP_THRESHOLD = -3
+#: the threshold set in worker processes: 32 MiB, the most glibc accepts on 64-bit systems
+WORKER_MMAP_THRESHOLD = 32 << 20
+_malloc_tuned = False
+
+
+def tune_worker_malloc() -> bool:
+    """Keep large tensor buffers in the heap in a process whose environment disabled glibc's adaptive
+    mmap threshold, as Dask's nanny does for its workers (``distributed.nanny.pre-spawn-environ`` sets
+    ``MALLOC_TRIM_THRESHOLD_=65536``). Without the adaptive threshold every buffer above 128 KiB is
+    mmap'ed and unmapped again, and its pages faulted in anew each time: a ``fast`` fit of 32 jets
+    took 16.5-17.5 s with that variable against 11.4-13.8 s without, and 11.9-13.4 s with this
+    (BENCHMARKS.md, "Workers"). Called by every chunk task; a no-op elsewhere, off glibc, when
+    ``MALLOC_MMAP_THRESHOLD_`` is set, or with ``INR_FAST_WORKER_MALLOC=0``. Returns whether it set the
+    threshold (in this call or an earlier one)."""
+    global _malloc_tuned
+    if _malloc_tuned:
+        return True
+    env = os.environ
+    if (
+        env.get("INR_FAST_WORKER_MALLOC", "1") == "0"
+        or "MALLOC_TRIM_THRESHOLD_" not in env
+        or "MALLOC_MMAP_THRESHOLD_" in env
+    ):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        _malloc_tuned = bool(libc.mallopt(_M_MMAP_THRESHOLD, WORKER_MMAP_THRESHOLD))
+    except (OSError, AttributeError):  # no mallopt: not glibc
+        return False
+    return _malloc_tuned
+
+
 @dataclass(frozen=True)
 class ClusterOptions:
     """Options of a Dask cluster (flags or a JSON/YAML file; unknown keys are refused).

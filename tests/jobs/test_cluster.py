@@ -179,3 +179,27 @@ def _catch(errors: list, fn, *args, **kw) -> None:
         fn(*args, **kw)
     except BaseException as err:  # noqa: BLE001 - reported by the test
         errors.append(err)
+
+
+def test_worker_malloc_threshold_set_only_where_dask_disabled_the_adaptive_one(monkeypatch):
+    """A chunk task sets glibc's mmap threshold where the environment carries Dask's
+    MALLOC_TRIM_THRESHOLD_ (which turns the adaptive threshold off), and nowhere else."""
+    import sys
+
+    from inr_fast.jobs import cluster
+
+    monkeypatch.setattr(cluster, "_malloc_tuned", False)
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.delenv("INR_FAST_WORKER_MALLOC", raising=False)
+    assert cluster.tune_worker_malloc() is False  # glibc's defaults: left alone
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "1048576")
+    assert cluster.tune_worker_malloc() is False  # the user chose a threshold
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    monkeypatch.setenv("INR_FAST_WORKER_MALLOC", "0")
+    assert cluster.tune_worker_malloc() is False  # turned off
+    monkeypatch.delenv("INR_FAST_WORKER_MALLOC")
+    if sys.platform.startswith("linux"):
+        assert cluster.tune_worker_malloc() is True  # mallopt accepted 32 MiB
+        assert cluster._malloc_tuned is True
