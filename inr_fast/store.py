@@ -444,13 +444,13 @@ def chunk_tensors(result: FitResult, digests: np.ndarray, keep_diagnostics: bool
 def save_chunk(
     run: str | os.PathLike, chunk: int, result: FitResult, digests: np.ndarray, keep_diagnostics: bool = False
 ) -> Path:
-    """Write one chunk atomically: its tensors (checksummed; identical runs write identical bytes), then
-    the timing sidecar."""
+    """Write one chunk atomically: the timing sidecar, then its tensors (checksummed; identical runs
+    write identical bytes). The tensors file marks the chunk done, so it comes last: a process killed
+    between the two writes leaves a sidecar that the refit overwrites, never a done chunk without one."""
     tensors = chunk_tensors(result, digests, keep_diagnostics)
     # one metadata key: safetensors writes several in a per-process hash order (different bytes)
     meta = {"format": FORMAT_VERSION, "chunk": chunk, "tensors_sha256": tensors_sha256(tensors)}
     path = chunk_path(run, chunk)
-    atomic_write_bytes(path, save(tensors, metadata={"inr_fast": json.dumps(meta, sort_keys=True)}))
     info = {
         "chunk": chunk,
         "n_jets": len(result),
@@ -462,6 +462,7 @@ def save_chunk(
         "inr_fast_version": __version__,
     }
     atomic_write_bytes(chunk_info_path(run, chunk), (json.dumps(info) + "\n").encode())
+    atomic_write_bytes(path, save(tensors, metadata={"inr_fast": json.dumps(meta, sort_keys=True)}))
     return path
 
 
