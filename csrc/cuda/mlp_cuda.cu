@@ -472,7 +472,7 @@ __device__ void run_tile(const Args& A, const Smem& S, int64_t b, int64_t tile, 
   }
   float inv_in = 1.0f;  // 1 / scale of the current layer's input activations
   for (int l = 0; l < D; ++l) {
-    if (l > 0) {  // hidden layer l: input a (K = W) from registers
+    if (l > 0) {  // hidden layer l: input a (K = W) from registers, or read back from act[l]
       const int pw = smem_w ? cl::pitch(W) : W;
 #pragma unroll
       for (int t = 0; t < MT; ++t)
