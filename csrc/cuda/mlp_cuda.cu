@@ -272,14 +272,27 @@ struct ChunkState {
 // Lanes of equal q write 8 consecutive floats.
 __device__ __forceinline__ bool gw_index(const MlpLayout& s, int l, int m, int n, int e, int64_t& at) {
   const int lane = threadIdx.x % 32, g = lane >> 2, q = lane & 3;
-  if (l < s.depth) {  // grad W_l^T: rows i (inputs), columns o (outputs)
-    const int i = m * 16 + g + (e >> 1) * 8, o = n * 8 + 2 * q + (e & 1);
-    at = s.w_off[l] + int64_t(o) * s.fi_p[l] + i;
-    return true;
-  }
-  const int o = g, i = n * 8 + 2 * q + (e & 1);  // grad W_D: rows o (outputs), columns i
+  const bool out = l == s.depth;  // grad W_D: rows o (outputs), columns i; else grad W_l^T: rows i
+  const int o = out ? g : n * 8 + 2 * q + (e & 1);
+  const int i = out ? n * 8 + 2 * q + (e & 1) : m * 16 + g + (e >> 1) * 8;
   at = s.w_off[l] + int64_t(o) * s.fi_p[l] + i;
-  return e < 2;
+  return !out || e < 2;
+}
+
+// A warp's weight-gradient rows [lo, hi) (cuda_layout::gw_row_range): the first nreg in registers
+// (ChunkState::gw), then up to gw_smem_slots in shared memory (Config::gw_smem), up to nloc in all;
+// the rest in the chunk's slot in global memory.
+struct WarpRows {
+  int lo = 0, hi = 0, nreg = 0, nloc = 0;
+};
+template <int W>
+__device__ __forceinline__ WarpRows warp_rows_of(const MlpLayout& s, const cl::Config& c, int warp) {
+  WarpRows r;
+  cl::gw_row_range(s, c.warps, warp, r.lo, r.hi);
+  const int n = r.hi - r.lo, smem = c.gw_smem ? cl::gw_smem_slots(W) : 0;
+  r.nreg = n < cl::gw_slots(W) ? n : cl::gw_slots(W);
+  r.nloc = n < r.nreg + smem ? n : r.nreg + smem;
+  return r;
 }
 
 // The operands of row (l, m): A from `abuf`, B (all W / 8 fragments) from `bbuf`.
@@ -351,28 +364,28 @@ __device__ __forceinline__ void gw_group(float (&gw)[cl::gw_slots(W)][W / 8][4],
     gw_row_sum<W>(tmp[0], o, m0, T);
   } else {
 #pragma unroll
-  for (int jj = 0; jj < G; ++jj)
-#pragma unroll
-    for (int n = 0; n < NH; ++n) tmp[jj][n][0] = tmp[jj][n][1] = tmp[jj][n][2] = tmp[jj][n][3] = 0.0f;
-  for (int k0 = 0; k0 < T; k0 += 16) {
-    h2 bf[NH / 2][4];
-#pragma unroll
-    for (int n2 = 0; n2 < NH / 2; ++n2) load_b_t2(bf[n2], o.bbuf, o.pb, k0, n2 * 16);
-#pragma unroll
     for (int jj = 0; jj < G; ++jj)
-      if (r0 + jj < r1) {
-        h2 af[4];
-        if (o.out)
-          load_a_t8(af, o.abuf, o.pa, k0);
-        else
-          load_a_t(af, o.abuf, o.pa, (m0 + jj) * 16, k0);
 #pragma unroll
-        for (int n = 0; n < NH; ++n) {
-          const h2 bn[2] = {bf[n / 2][(n & 1) * 2], bf[n / 2][(n & 1) * 2 + 1]};
-          mma_16816(tmp[jj][n], af, bn);
+      for (int n = 0; n < NH; ++n) tmp[jj][n][0] = tmp[jj][n][1] = tmp[jj][n][2] = tmp[jj][n][3] = 0.0f;
+    for (int k0 = 0; k0 < T; k0 += 16) {
+      h2 bf[NH / 2][4];
+#pragma unroll
+      for (int n2 = 0; n2 < NH / 2; ++n2) load_b_t2(bf[n2], o.bbuf, o.pb, k0, n2 * 16);
+#pragma unroll
+      for (int jj = 0; jj < G; ++jj)
+        if (r0 + jj < r1) {
+          h2 af[4];
+          if (o.out)
+            load_a_t8(af, o.abuf, o.pa, k0);
+          else
+            load_a_t(af, o.abuf, o.pa, (m0 + jj) * 16, k0);
+#pragma unroll
+          for (int n = 0; n < NH; ++n) {
+            const h2 bn[2] = {bf[n / 2][(n & 1) * 2], bf[n / 2][(n & 1) * 2 + 1]};
+            mma_16816(tmp[jj][n], af, bn);
+          }
         }
-      }
-  }
+    }
   }
   const float ia = 1.0f / S.scl_a[l], id = 1.0f / S.scl_d[l];
 #pragma unroll
@@ -406,12 +419,12 @@ __device__ __forceinline__ uint32_t* mask_at(const Smem& S, int depth, int l, in
 // G: gradients (backward or MSE step); GX: and grad_x. With gradients every layer's input and output
 // delta go to shared memory for the weight gradients anyway; at W >= 64 the next layer reads its A
 // fragments back from there (ldmatrix) instead of keeping them in registers, whose room the float32
-// weight-gradient rows need (ptxas: no spills that way). Otherwise the layers chain in registers.
+// weight-gradient rows need (ptxas spilled 900 bytes at W = 64 otherwise). Otherwise the layers chain
+// in registers.
 template <int W, bool G, bool GX>
 __device__ void run_tile(const Args& A, const Smem& S, int64_t b, int64_t tile, ChunkState<W>& cs,
-                         const half* const* wsrc, const half* const* wtsrc, int& parity) {
+                         const WarpRows& wr, const half* const* wsrc, const half* const* wtsrc, int& parity) {
   constexpr int NH = W / 8, KH = W / 16, MT = cl::warp_rows(W) / 16, MW = cl::mask_words(W);
-  constexpr int RS = cl::gw_slots(W), SR = cl::gw_smem_slots(W);
   const MlpProblem<float>& p = A.p;
   const MlpLayout& s = p.layout;
   const bool smem_w = A.cfg.smem_weights;
@@ -789,19 +802,14 @@ __device__ void run_tile(const Args& A, const Smem& S, int64_t b, int64_t tile, 
   __syncthreads();  // every warp's act and dlt rows of the tile are in shared memory
 
   // ------------------------------------------------------------------ weight gradients
-  // The warp's rows [lo, hi): the first RS in registers, grouped by layer (one B read per group).
-  int lo, hi;
-  cl::gw_row_range(s, nw, warp, lo, hi);
-  const int nreg = hi - lo < RS ? hi - lo : RS;
-  const int nsm = A.cfg.gw_smem ? (hi - lo - nreg < SR ? hi - lo - nreg : SR) : 0;
-  const int nloc = nreg + nsm;  // rows on chip
-  for (int r = 0; r < nloc;) {
+  // The warp's rows on chip, grouped by layer (one B read per group); then those in the slot.
+  for (int r = 0; r < wr.nloc;) {
     int l, m;
-    cl::gw_row(s, lo + r, l, m);
+    cl::gw_row(s, wr.lo + r, l, m);
     int r1 = r + 1;
-    for (; r1 < nloc && r1 - r < gw_group_rows<W>(); ++r1) {
+    for (; r1 < wr.nloc && r1 - r < gw_group_rows<W>(); ++r1) {
       int l1, m1;
-      cl::gw_row(s, lo + r1, l1, m1);
+      cl::gw_row(s, wr.lo + r1, l1, m1);
       if (l1 != l) break;
     }
     gw_group<W>(cs.gw, r, r1, l, m, s, S, T);
@@ -809,7 +817,7 @@ __device__ void run_tile(const Args& A, const Smem& S, int64_t b, int64_t tile, 
   }
   // Rows beyond the register budget (large networks): accumulated in the chunk's slot.
   float* slot = A.slots + (b * A.n_chunks + (tile * T) / A.cfg.chunk_coords) * cl::slot_floats(s);
-  for (int row = lo + nloc; row < hi; ++row) {
+  for (int row = wr.lo + wr.nloc; row < wr.hi; ++row) {
     int l, m;
     cl::gw_row(s, row, l, m);
     float t[NH][4];
@@ -834,18 +842,14 @@ __global__ void __launch_bounds__(cl::kMaxWarps * 32, 1) mlp_main_kernel(const _
   constexpr bool grads = G;  // == (p.mode != MlpMode::kForward): launch_main picks the instance
   const Smem S = carve(s, A.cfg, grads, smem_raw);
   const int nw = A.cfg.warps, T = cl::tile(A.cfg, W), warp = threadIdx.x / 32;
-  constexpr int NH = W / 8, RS = cl::gw_slots(W), SR = cl::gw_smem_slots(W);
+  constexpr int NH = W / 8, RS = cl::gw_slots(W);
   const int64_t ntiles = (p.n + T - 1) / T, tiles_per_chunk = A.cfg.chunk_coords / T;
   const int64_t items = p.batch * A.n_chunks;
   const half* wsrc[kMlpMaxLayers];
   const half* wtsrc[kMlpMaxLayers];
   int parity = 0;
   if (threadIdx.x == 0) S.scl_a[0] = 1.0f;  // the encoding is not scaled (read after barriers)
-  int lo = 0, hi = 0;
-  if (grads) cl::gw_row_range(s, nw, warp, lo, hi);
-  const int nreg = hi - lo < RS ? hi - lo : RS;
-  const int nsm = A.cfg.gw_smem ? (hi - lo - nreg < SR ? hi - lo - nreg : SR) : 0;
-  const int nloc = nreg + nsm;  // rows on chip: registers, then shared memory
+  const WarpRows wr = grads ? warp_rows_of<W>(s, A.cfg, warp) : WarpRows();
 
   for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
     const int64_t b = item / A.n_chunks, chunk = item % A.n_chunks;
@@ -880,10 +884,10 @@ __global__ void __launch_bounds__(cl::kMaxWarps * 32, 1) mlp_main_kernel(const _
     float* slot = A.slots + item * cl::slot_floats(s);
     if (grads) {
       for (int e = threadIdx.x; e < nw * s.b_total; e += blockDim.x) S.gbw[e] = 0.0f;
-      for (int j = 0; j < nsm; ++j)
+      for (int j = 0; j < wr.nloc - wr.nreg; ++j)
         for (int n = 0; n < NH; ++n)
           for (int e = 0; e < 4; ++e) sts_f(gsm_at<W>(S, j, n, e), 0.0f);
-      for (int row = lo + nloc; row < hi; ++row) {  // zero the slot's part of the overflow rows
+      for (int row = wr.lo + wr.nloc; row < wr.hi; ++row) {  // zero the slot's part of the overflow rows
         int l, m;
         cl::gw_row(s, row, l, m);
         for (int n = 0; n < NH; ++n)
@@ -896,25 +900,25 @@ __global__ void __launch_bounds__(cl::kMaxWarps * 32, 1) mlp_main_kernel(const _
     __syncthreads();
     for (int64_t tile = t0; tile < t1; ++tile) {
       if (grads && tile > t0) __syncthreads();  // the previous tile's gradients have read act and dlt
-      run_tile<W, G, GX>(A, S, b, tile, cs, wsrc, wtsrc, parity);
+      run_tile<W, G, GX>(A, S, b, tile, cs, wr, wsrc, wtsrc, parity);
     }
     if constexpr (grads) {
       // Write the chunk's partial once: rows on chip, bias gradients (warps in order), loss.
-  #pragma unroll
+#pragma unroll
       for (int j = 0; j < RS; ++j)
-        if (j < nreg) {
+        if (j < wr.nreg) {
           int l, m;
-          cl::gw_row(s, lo + j, l, m);
-  #pragma unroll
+          cl::gw_row(s, wr.lo + j, l, m);
+#pragma unroll
           for (int n = 0; n < NH; ++n)
             for (int e = 0; e < 4; ++e) {
               int64_t at;
               if (gw_index(s, l, m, n, e, at)) st_global(slot + at, cs.gw[j][n][e]);
             }
         }
-      for (int j = 0; j < nsm; ++j) {
+      for (int j = 0; j < wr.nloc - wr.nreg; ++j) {
         int l, m;
-        cl::gw_row(s, lo + nreg + j, l, m);
+        cl::gw_row(s, wr.lo + wr.nreg + j, l, m);
         for (int n = 0; n < NH; ++n)
           for (int e = 0; e < 4; ++e) {
             int64_t at;
