@@ -62,6 +62,15 @@ def tune_worker_malloc() -> bool:
     return _malloc_tuned
 
 
+def start_task(threads: int) -> None:
+    """What every chunk task does first, wherever it runs: its share of the cores as torch threads,
+    and the allocator setting of :func:`tune_worker_malloc`."""
+    import torch
+
+    torch.set_num_threads(threads)
+    tune_worker_malloc()
+
+
 @dataclass(frozen=True)
 class ClusterOptions:
     """Options of a Dask cluster (flags or a JSON/YAML file; unknown keys are refused).

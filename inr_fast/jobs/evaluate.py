@@ -37,7 +37,7 @@ from inr_fast.atomic import atomic_write_bytes
 from inr_fast.data.jetfile import JetFile
 from inr_fast.data.stats import DataStats
 from inr_fast.errors import ConfigError, DataError, InrFastError, OutputExistsError
-from inr_fast.jobs.cluster import ClusterOptions, Executor, tune_worker_malloc
+from inr_fast.jobs.cluster import ClusterOptions, Executor, start_task
 from inr_fast.jobs.physics import TAGGER_JETS, format_physics, physics_section, write_physics
 from inr_fast.jobs.render import render_batch
 from inr_fast.layout import label_name
@@ -190,8 +190,7 @@ def evaluate_chunk_task(
     runs), with ``threads`` torch threads. Metrics measured before for the same chunk sha256, LPIPS and
     physics settings are kept unless ``fresh``; the originals are checked against the fitted jets'
     digests either way. Returns the chunk's number of jets."""
-    torch.set_num_threads(threads)
-    tune_worker_malloc()
+    start_task(threads)
     run = Path(run)
     cfg = store.read_config(run)
     path = eval_path(run, chunk)

@@ -23,7 +23,7 @@ import torch
 from inr_fast import __version__, store
 from inr_fast.atomic import atomic_output, check_writable
 from inr_fast.errors import ConfigError, DataError
-from inr_fast.jobs.cluster import ClusterOptions, Executor, tune_worker_malloc
+from inr_fast.jobs.cluster import ClusterOptions, Executor, start_task
 from inr_fast.jobs.fit import run_id
 from inr_fast.layout import CHANNELS, IMAGE_SIZE, KEY_IMAGES, KEY_LABEL, KEY_MASS, KEY_PT, N_CHANNELS
 from inr_fast.model.render import MAX_RESOLUTION
@@ -53,8 +53,7 @@ def export_chunk_task(
 ) -> dict:
     """Render one chunk's jets (a worker task): {"chunk", "images" (k, R, R, 3) float32, "empty",
     "failed" (k,) bool}; the originals are checked against the fitted jets' digests first."""
-    torch.set_num_threads(threads)
-    tune_worker_malloc()
+    start_task(threads)
     run = Path(run)
     cfg = store.read_config(run)
     idx = cfg.chunk_indices(chunk)

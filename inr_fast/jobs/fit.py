@@ -18,7 +18,7 @@ from inr_fast.data.moments import Moments
 from inr_fast.data.normalise import needs_moments, normaliser_from_moments, normaliser_moments, reduce_moments
 from inr_fast.data.stats import DataStats
 from inr_fast.errors import ConfigError, DataError
-from inr_fast.jobs.cluster import ClusterOptions, Executor, tune_worker_malloc
+from inr_fast.jobs.cluster import ClusterOptions, Executor, start_task
 from inr_fast.model.spec import param_count
 from inr_fast.progress import Progress, log
 from inr_fast.train.api import fit_chunk
@@ -97,8 +97,7 @@ def fit_chunk_task(run: str, chunk: int, device: str, threads: int, progress: Pr
     the run's config and the chunk's jets, fits them with ``threads`` torch threads, writes the chunk
     file atomically. Idempotent: a chunk already written (by an attempt whose report was lost) is kept.
     Returns {"chunk", "n_jets", "seconds", "skipped"}."""
-    torch.set_num_threads(threads)
-    tune_worker_malloc()
+    start_task(threads)
     run = Path(run)
     cfg = store.read_config(run)
     idx = cfg.chunk_indices(chunk)
