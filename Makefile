@@ -16,7 +16,9 @@ export CUDA_HOME ?= /usr/local/cuda
 endif
 CMAKE_CUDA := $(if $(CUDA_HOME),ON,OFF)
 # GPU tests of the kernels and metrics (the GPU machine has no pythia8mc/lpips and no registry).
-GPU_TESTS ?= tests/model/test_encoding.py tests/test_ops.py tests/metrics/test_image.py tests/metrics/test_levels.py
+GPU_TESTS ?= tests/model/test_encoding.py tests/test_ops.py tests/test_wgmma_probe.py tests/metrics/test_image.py tests/metrics/test_levels.py
+# make gpu-test builds for the card it runs on (an H100/H200: 9.0a, with the wgmma probe's sm_90a code).
+GPU_ARCH ?= 9.0a
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 export MAX_JOBS ?= $(JOBS)
 
@@ -89,7 +91,7 @@ SANITIZER ?= $(firstword $(wildcard $(CUDA_HOME)/bin/compute-sanitizer) compute-
 gpu-test:
 	$(PYTHON) csrc/tests/gpu_report.py
 	-nvcc --version | tail -n 2
-	INR_FAST_FORCE_CUDA=1 $(PYTHON) setup.py --quiet build_ext --inplace
+	INR_FAST_FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$(GPU_ARCH)" $(PYTHON) setup.py --quiet build_ext --inplace
 	$(PYTHON) -m pytest -q -m gpu $(GPU_TESTS)
 	$(SANITIZER) --tool memcheck --error-exitcode 1 $(PYTHON) csrc/tests/gpu_smoke.py
 	$(SANITIZER) --tool racecheck --error-exitcode 1 $(PYTHON) csrc/tests/gpu_smoke.py --small

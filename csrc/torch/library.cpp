@@ -1,6 +1,6 @@
 // The inr_fast operator library: every schema, declared once (TORCH_LIBRARY), and the Python module
 // `inr_fast._C` whose import loads this library. The kernels register per device beside their
-// bindings: pe.cpp and mlp.cpp (CPU), pe_cuda.cpp and mlp_cuda.cpp (CUDA builds only). Python side:
+// bindings: pe.cpp and mlp.cpp (CPU), pe_cuda.cpp, mlp_cuda.cpp and wgmma_cuda.cpp (CUDA builds only). Python side:
 // inr_fast/ops.py (encoding), inr_fast/fused.py (fused MLP): fake kernels and autograd.
 #include <Python.h>
 
@@ -23,6 +23,9 @@ TORCH_LIBRARY(inr_fast, m) {
   m.def(
       "pe_mlp_mse_step(Tensor x, Tensor[] weights, Tensor[] biases, Tensor target, "
       "Tensor? pixel_weight, int n_freqs) -> (Tensor loss, Tensor[] grad_weights, Tensor[] grad_biases)");
+  // The wgmma probe (inr_fast/wgmma_probe.h; CUDA builds, sm_90a devices): x, w1 (64, 64), w2 (n, 64),
+  // p (64, 64), q (64, n) float16 -> y = half(x w1^T) w2^T, g = p^T q, float32 (64, n).
+  m.def("wgmma_probe(Tensor x, Tensor w1, Tensor w2, Tensor p, Tensor q) -> (Tensor y, Tensor g)");
   // The vector code path of the CPU kernel on this machine ("avx512", "avx2" or "generic").
   m.def("pe_mlp_cpu_isa() -> str", [] { return std::string(inr_fast::cpu::mlp_isa()); });
 }

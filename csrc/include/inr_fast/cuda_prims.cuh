@@ -77,6 +77,97 @@ __device__ __forceinline__ void ldsm_x2_t(h2 (&r)[2], const half* row) {
   r[0] = as_h2(x0), r[1] = as_h2(x1);
 }
 
+// stmatrix (sm_90), the inverse of ldsm_x4: lane l passes the address of row l % 8 of 8 x 8 matrix
+// l / 8 and holds, of every matrix j, elements (l/4, 2(l%4)..+1) in r[j]; _t stores the transpose.
+__device__ __forceinline__ void stsm_x4(half* row, const h2 (&r)[4]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(smem_addr(row)),
+               "r"(u32(r[0])), "r"(u32(r[1])), "r"(u32(r[2])), "r"(u32(r[3]))
+               : "memory");
+#else
+  __trap();
+#endif
+}
+__device__ __forceinline__ void stsm_x4_t(half* row, const h2 (&r)[4]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(smem_addr(row)),
+               "r"(u32(r[0])), "r"(u32(r[1])), "r"(u32(r[2])), "r"(u32(r[3]))
+               : "memory");
+#else
+  __trap();
+#endif
+}
+
+__device__ __forceinline__ void stsm_x2_t(half* row, const h2 (&r)[2]) {  // lanes 0-15 pass addresses
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("stmatrix.sync.aligned.m8n8.x2.trans.shared.b16 [%0], {%1, %2};\n" ::"r"(smem_addr(row)),
+               "r"(u32(r[0])), "r"(u32(r[1]))
+               : "memory");
+#else
+  __trap();
+#endif
+}
+
+// wgmma (sm_90a; the emulator's prims.h documents the semantics it checks). A shared-memory operand
+// is described by a 64-bit descriptor: K-major without swizzling, 8 x 8 core matrices (8 rows of 16
+// contiguous bytes), element (row r, k) at start + (r / 8) * SBO + (r % 8) * 16 B + (k / 8) * LBO +
+// (k % 8) * 2 B; start, LBO and SBO are given here in float16 elements (multiples of 8).
+__device__ __forceinline__ uint64_t wgmma_desc(const half* start, int lbo_elems, int sbo_elems) {
+  const uint64_t a = smem_addr(start);
+  return ((a & 0x3ffff) >> 4) | uint64_t((uint32_t(lbo_elems) * 2 & 0x3ffff) >> 4) << 16 |
+         uint64_t((uint32_t(sbo_elems) * 2 & 0x3ffff) >> 4) << 32;
+}
+__device__ __forceinline__ void wgmma_fence() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#else
+  __trap();
+#endif
+}
+__device__ __forceinline__ void wgmma_commit() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#else
+  __trap();
+#endif
+}
+template <int K>
+__device__ __forceinline__ void wgmma_wait() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(K) : "memory");
+#else
+  __trap();
+#endif
+}
+// Makes this thread's shared-memory writes visible to the async proxy (wgmma operands); a barrier
+// must follow before another thread's wgmma reads them.
+__device__ __forceinline__ void fence_proxy_async() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#else
+  __trap();
+#endif
+}
+}  // namespace prims
+}  // namespace inr_fast
+#include "inr_fast/wgmma_sm90.cuh"
+namespace inr_fast {
+namespace prims {
+// D (64 x N per warpgroup; this warp's rows 16 w .. 16 w + 15, N / 2 floats per lane in the layout
+// of N / 8 mma.m16n8k16 C fragments) (+)= A * B: A the warpgroup's 64 rows by descriptor (_ss) or
+// this warp's 16 rows in registers in the m16n8k16 A layout (_rs); B (16 x N) by descriptor, stored
+// as N rows of K. Asynchronous: wgmma_fence() before, then wgmma_commit() and wgmma_wait<0>() before
+// the accumulators are read or an operand is overwritten.
+template <int N>
+__device__ __forceinline__ void wgmma_ss(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b, bool accumulate) {
+  Wgmma<N>::ss(d, desc_a, desc_b, accumulate);
+}
+template <int N>
+__device__ __forceinline__ void wgmma_rs(float (&d)[N / 2], const h2 (&a)[4], uint64_t desc_b, bool accumulate) {
+  const uint32_t ar[4] = {u32(a[0]), u32(a[1]), u32(a[2]), u32(a[3])};
+  Wgmma<N>::rs(d, ar, desc_b, accumulate);
+}
+
 // Global memory.
 template <typename T>
 __device__ __forceinline__ T ld_global(const T* p) {

@@ -125,6 +125,11 @@ struct Counters {
   long long smem_wavefronts = 0, smem_bytes = 0, smem_ideal_wavefronts = 0;
   long long barriers = 0, mma = 0, ldmatrix = 0, launches = 0, blocks = 0;
   long long shuffles = 0;  // warp shuffles (one per warp-wide instruction; they share the shared-memory pipe)
+  long long stmatrix = 0;
+  // wgmma.mma_async (sm_90a), counted per warp: each warp's share of a warpgroup instruction. Its tensor
+  // work is added to `mma` in m16n8k16 units (a warp's 16 rows x N x 16 = N / 8 of them) and its
+  // shared-memory operand reads to smem_wavefronts (B once per warpgroup, A per warp).
+  long long wgmma = 0;
 };
 inline Counters g_count;
 
@@ -173,6 +178,20 @@ struct Fiber {
   dim3 tid;
   int lin = 0;
   long seq = 0;  // counted shared accesses made so far
+  long proxy_fences = 0;  // fence.proxy.async made so far
+};
+
+// A wgmma.mma_async in flight (issued by one warp, its share of the warpgroup's instruction).
+struct WgmmaOp {
+  int n = 0;            // N of m64nNk16
+  bool a_regs = false;  // A from registers (else from shared memory by descriptor)
+  bool accumulate = false;
+  uint64_t desc_a = 0, desc_b = 0;
+  int group = -1;  // commit group (-1: not yet committed)
+  float* acc[32];
+  half a[32][8];  // A from registers, per lane
+  const half* a_src[32];
+  std::vector<float> a_operand, b_operand;  // shared-memory operands as read at issue (16 x 16, N x 16)
 };
 
 // Per-warp state of collectives: the operation each lane waits in, its inputs and outputs.
@@ -187,6 +206,19 @@ struct WarpSlot {
   int iin[32], iout[32];
   std::map<long, std::vector<std::pair<long, int>>> pending;  // counted smem: seq -> (byte offset, bytes)
   std::unordered_set<uintptr_t> read_sectors, write_sectors;  // global sectors of the current window
+  uint64_t u64[32];  // 64-bit inputs (wgmma descriptors)
+  void* fptr[32];        // wgmma accumulator registers of each lane
+  const void* aptr[32];  // wgmma A registers of each lane
+  // wgmma state of this warp: operations in flight, the accumulators they hold (shadowed: the lanes'
+  // registers read NaN until wgmma.wait_group retires every operation on them), whether a
+  // wgmma.fence came since the last wait, commit groups made so far, and a digest of every wgmma
+  // operation, which the four warps of a warpgroup must share.
+  std::vector<WgmmaOp> wg_ops;
+  std::map<float*, std::vector<float>> wg_shadow;
+  bool wg_fenced = false;
+  int wg_groups = 0;
+  uint64_t wg_digest = 0;
+  long wg_count = 0;
 };
 
 struct Block {
@@ -202,6 +234,10 @@ struct Block {
   int cur = 0;
   unsigned char* smem = nullptr;
   size_t smem_size = 0;
+  // Per 16-byte chunk: the thread that last wrote it through the generic proxy (+1; 0: none) and
+  // how many fence.proxy.async that thread had made then (a wgmma may read the chunk only after the
+  // writer's next fence).
+  std::vector<std::pair<int, long>> proxy_writer;
   const std::function<void()>* body = nullptr;
 #if defined(INR_EMU_ASAN)
   void* fake_stack = nullptr;
@@ -288,7 +324,7 @@ inline void resume(Block& b, int i) {
 // ------------------------------------------------------------------------------------------ collectives
 // A warp collective completes when its 32 lanes wait in it; complete() then computes every lane's
 // outputs (into WarpSlot::*out) before the lanes resume.
-enum Op { kOpShfl = 1, kOpSyncwarp, kOpMma, kOpLdsm };
+enum Op { kOpShfl = 1, kOpSyncwarp, kOpMma, kOpLdsm, kOpStsm, kOpWgmma, kOpWgFence, kOpWgCommit, kOpWgWait };
 inline void complete_collective(WarpSlot& s, int warp);
 
 // Completes warp w's collective if its 32 lanes wait in one; returns whether it did.
@@ -429,6 +465,7 @@ void launch(K kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t, A... arg
     b.smem_size = smem;
     b.smem = static_cast<unsigned char*>(::operator new(smem ? smem : 1, std::align_val_t(128)));
     std::memset(b.smem, 0xff, smem);
+    b.proxy_writer.assign((smem + 15) / 16, {0, 0});
     g_block = &b;
     for (int i = 0; i < n; ++i) {
       Fiber& f = fibers[i];
@@ -439,8 +476,19 @@ void launch(K kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t, A... arg
       f.stack_size = kStack;
       fiber_start(f);
     }
-    for (WarpSlot& w : warps) w.pending.clear(), w.read_sectors.clear(), w.write_sectors.clear();
+    for (WarpSlot& w : warps) {
+      w.pending.clear(), w.read_sectors.clear(), w.write_sectors.clear();
+      w.wg_ops.clear(), w.wg_shadow.clear();
+      w.wg_fenced = false, w.wg_groups = 0, w.wg_digest = 0, w.wg_count = 0;
+    }
     run_block(b, rng);
+    for (size_t w = 0; w < warps.size(); ++w) {
+      if (!warps[w].wg_ops.empty()) fail("a warp exited with wgmma operations not waited for", long(w));
+      const size_t w0 = w / 4 * 4;
+      if (warps[w].wg_count != warps[w0].wg_count || warps[w].wg_digest != warps[w0].wg_digest)
+        fail("the warps of a warpgroup issued different wgmma operations", long(w0), long(w));
+      if (warps[w].wg_count > 0 && n % 128 != 0) fail("wgmma in a block that is not whole warpgroups", n);
+    }
     for (size_t w = 0; w < warps.size(); ++w)
       if (!warps[w].pending.empty())
         fail("a counted shared-memory access was not made by all 32 lanes of a warp", long(w),
