@@ -3,7 +3,9 @@
 
 Runs `test_emu_half counters W D L N` (one jet's step, the binding's configuration on an H100/H200)
 for each width, scales to B jets (every jet does the same work in its own blocks) and prints a
-markdown table: useful FLOPs, mma calls, global bytes (32-byte sectors moved), compulsory bytes,
+markdown table: useful FLOPs, mma calls, global bytes (32-byte sectors moved between the SMs and the
+L2 cache), the DRAM bytes (every sector touched once, as if the L2 cache held the step's working set:
+the coordinates shared by the B jets read once), compulsory bytes,
 shared-memory wavefronts and warp shuffles (both issue through the SM's shared-memory pipe, one
 wavefront or one 32-lane shuffle per clock), barriers, and the time each would take alone on the
 device at its peak rate; the largest is the bound, and useful FLOPs / (bound x peak) the estimate.
@@ -73,23 +75,26 @@ def main(argv=None) -> int:
         f"B = {b}, N = {n}, D = {d}, L = {nf}."
     )
     print(
-        "| W | config | useful GFLOP | mma (M) | global MB (moved) | compulsory MB | ratio | AI flop/B "
+        "| W | config | useful GFLOP | mma (M) | L2 <-> SM MB | DRAM MB | compulsory MB | ratio L2 / DRAM "
+        "| AI flop/DRAM B "
         "| smem wavefronts (M) | shuffles (M) | barriers | t tensor us | t smem us | t DRAM us | bound "
         "| estimate % of peak |"
     )
-    print("|" + "---|" * 16)
+    print("|" + "---|" * 17)
     for width in (16, 32, 64, 128):
         c = counters(args.bin, width, d, nf, n)
         flops = useful_flops_per_coord(nf, width, d) * n * b
         mma = c["mma"] * b
         moved = (c["read_sectors"] + c["write_sectors"]) * 32 * b
+        coords = n * 2 * 4  # shared by the jets: from DRAM once per step
+        dram = coords + b * ((c["dram_read_sectors"] + c["dram_write_sectors"]) * 32 - coords)
         p = params_per_jet(nf, width, d)
         compulsory = n * 2 * 4 + b * n * 3 * 4 + 2 * b * p * 4 + b * 4  # x, targets, weights, grads, loss
         wavefronts = c["smem_wavefronts"] * b
         shuffles = c.get("shuffles", 0) * b
         t_tensor = mma / (sms * mma_per_clk * clock)
         t_smem = (wavefronts + shuffles) / (sms * clock)
-        t_dram = moved / (bw_tb * 1e12)
+        t_dram = dram / (bw_tb * 1e12)
         times = {"tensor": t_tensor, "shared memory": t_smem, "memory": t_dram}
         bound = max(times, key=times.get)
         estimate = 100 * flops / (times[bound] * peak_tf * 1e12)
@@ -100,9 +105,10 @@ def main(argv=None) -> int:
             f"{flops / 1e9:.1f}",
             f"{mma / 1e6:.1f}",
             f"{moved / 1e6:.1f}",
+            f"{dram / 1e6:.1f}",
             f"{compulsory / 1e6:.1f}",
-            f"{moved / compulsory:.2f}",
-            f"{flops / moved:.0f}",
+            f"{moved / compulsory:.2f} / {dram / compulsory:.2f}",
+            f"{flops / dram:.0f}",
             f"{wavefronts / 1e6:.1f}",
             f"{shuffles / 1e6:.1f}",
             f"{c['barriers'] * b}",

@@ -585,7 +585,7 @@ int counters(int W, int D, int L, int N, int warps) {
   const cl::Config cfg = config_of(c, 0);
   const Problem P = make_problem(c, 1);
   shim::g_count_smem = true;
-  shim::g_count = shim::Counters();
+  shim::reset_counters();
   const auto t0 = std::chrono::steady_clock::now();
   run_emulated(P, shim::kAscending, 0);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -593,10 +593,12 @@ int counters(int W, int D, int L, int N, int warps) {
   const Bound<float> B(P, P.cuda_layout, 0.0f);
   std::printf(
       "counters W=%d D=%d L=%d N=%d B=1 warps=%d smem_weights=%d smem=%" PRId64 " chunks=%" PRId64
-      ": global_read=%lld global_write=%lld read_sectors=%lld write_sectors=%lld smem_wavefronts=%lld smem_ideal=%lld smem_bytes=%lld "
+      ": global_read=%lld global_write=%lld read_sectors=%lld write_sectors=%lld dram_read_sectors=%lld "
+      "dram_write_sectors=%lld smem_wavefronts=%lld smem_ideal=%lld smem_bytes=%lld "
       "barriers=%lld mma=%lld ldmatrix=%lld shuffles=%lld blocks=%lld launches=%lld [%.1fs]\n",
       W, D, L, N, cfg.warps, int(cfg.smem_weights), cuda::mlp_cuda_smem_bytes(B.p, cfg), cl::n_chunks(N, cfg),
-      k.global_read, k.global_write, k.global_read_sectors, k.global_write_sectors,
+      k.global_read, k.global_write, k.global_read_sectors, k.global_write_sectors, k.dram_read_sectors,
+      k.dram_write_sectors,
       k.smem_wavefronts, k.smem_ideal_wavefronts, k.smem_bytes, k.barriers, k.mma, k.ldmatrix, k.shuffles, k.blocks, k.launches,
       secs);
   return 0;

@@ -465,16 +465,21 @@ template <typename T>
 inline T ld_global(const T* p) {
   shim::g_count.global_read += long(sizeof(T));
   const uintptr_t a = reinterpret_cast<uintptr_t>(p);
-  for (uintptr_t sec = a / 32; sec <= (a + sizeof(T) - 1) / 32; ++sec)
+  for (uintptr_t sec = a / 32; sec <= (a + sizeof(T) - 1) / 32; ++sec) {
     shim::g_count.global_read_sectors += shim::warp_slot().read_sectors.insert(sec).second;
+    if (shim::g_count_smem && !shim::g_dram_written.count(sec))
+      shim::g_count.dram_read_sectors += shim::g_dram_read.insert(sec).second;
+  }
   return *p;
 }
 template <typename T>
 inline void st_global(T* p, T v) {
   shim::g_count.global_write += long(sizeof(T));
   const uintptr_t a = reinterpret_cast<uintptr_t>(p);
-  for (uintptr_t sec = a / 32; sec <= (a + sizeof(T) - 1) / 32; ++sec)
+  for (uintptr_t sec = a / 32; sec <= (a + sizeof(T) - 1) / 32; ++sec) {
     shim::g_count.global_write_sectors += shim::warp_slot().write_sectors.insert(sec).second;
+    if (shim::g_count_smem) shim::g_count.dram_write_sectors += shim::g_dram_written.insert(sec).second;
+  }
   *p = v;
 }
 

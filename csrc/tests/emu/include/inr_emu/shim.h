@@ -122,6 +122,11 @@ struct Counters {
   // the coalescing of one instruction and the L1 hits right after it).
   long long global_read = 0, global_write = 0;
   long long global_read_sectors = 0, global_write_sectors = 0;
+  // With g_count_smem: the sectors DRAM would move if the L2 cache held everything touched since the
+  // counters were reset (reset_counters): a sector read before any write of it is read from DRAM
+  // once, a sector written is written back once. (H100/H200: 50 MB of L2; one MSE step at W = 64,
+  // B = 64 touches ~20 MB.)
+  long long dram_read_sectors = 0, dram_write_sectors = 0;
   long long smem_wavefronts = 0, smem_bytes = 0, smem_ideal_wavefronts = 0;
   long long barriers = 0, mma = 0, ldmatrix = 0, launches = 0, blocks = 0;
   long long shuffles = 0;  // warp shuffles (one per warp-wide instruction; they share the shared-memory pipe)
@@ -132,6 +137,11 @@ struct Counters {
   long long wgmma = 0;
 };
 inline Counters g_count;
+inline std::unordered_set<uintptr_t> g_dram_read, g_dram_written;
+inline void reset_counters() {
+  g_count = Counters();
+  g_dram_read.clear(), g_dram_written.clear();
+}
 
 // ------------------------------------------------------------------------------------------ fibers
 #if defined(__x86_64__)
