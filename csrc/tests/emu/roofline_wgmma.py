@@ -16,7 +16,7 @@ feature-major by stmatrix.trans; the weight gradients of every layer by wgmma fr
 registers over F tiles, then added to float32 totals in shared memory (the warpgroups of a block in
 turn) and restarted (scale-d = 0), which keeps the summation two-level like the mma.sync kernel's.
 
-    python csrc/tests/emu/roofline_wgmma.py [--width 64] [--flush 16] [--device H200]
+    python csrc/tests/emu/roofline_wgmma.py [--width 64] [--flush 8] [--device H200]
 """
 
 from __future__ import annotations
@@ -76,9 +76,9 @@ def main(argv=None) -> int:
     ap.add_argument("--n-freqs", type=int, default=10)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--n", type=int, default=15625)
-    ap.add_argument("--flush", type=int, default=16, help="tiles between flushes of the weight gradients")
+    ap.add_argument("--flush", type=int, default=8, help="tiles between flushes of the weight gradients")
     ap.add_argument("--chunk", type=int, default=8192, help="coordinates per chunk (one gradient partial)")
-    ap.add_argument("--device", default="H200", choices=sorted(DEVICES))
+    ap.add_argument("--device", default="H200", choices=["H200"], help="wgmma: Hopper only")
     args = ap.parse_args(argv)
     peak_tf, sms, flops_per_clk, bw_tb = DEVICES[args.device]
     clock = peak_tf * 1e12 / (sms * flops_per_clk)
