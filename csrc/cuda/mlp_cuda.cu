@@ -938,6 +938,398 @@ __global__ void __launch_bounds__(cl::kMaxWarps * 32, 1) mlp_main_kernel(const _
   }
 }
 
+// ---------------------------------------------------------------------------------- the wgmma kernel
+// sm_90a, the MSE step at the shapes of cl::wgmma_supported (csrc/README.md, "The wgmma kernel").
+// One warpgroup per block; a tile is 64 coordinates, 16 per warp. Per tile: the encoding in
+// registers as layer 0's A fragments; each layer by wgmma with A from registers (the previous
+// layer's accumulators rounded to float16 in place) and B the staged weights; the backward the same
+// way against the transposed copies; every layer's input and output delta stored feature-major
+// (stmatrix.trans) for the weight gradients, which wgmma then takes from shared memory, onto
+// float32 accumulators that are added to totals in shared memory every kWgFlushTiles tiles. Scaling,
+// masks, bias gradients and the loss are the mma.sync kernel's (run_tile with one m16 block per warp).
+#if defined(INR_FAST_EMU) || defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define INR_WG 1
+#else
+#define INR_WG 0
+#endif
+
+struct WgSmem {
+  half* w[kMlpMaxLayers];
+  half* wt[kMlpMaxLayers];
+  half* act[kMlpMaxLayers];
+  half* dlt[kMlpMaxLayers];
+  float* bias;
+  float* gbw;
+  float* tot;
+  float* red;
+  float* scl_a;
+  float* scl_d;
+};
+
+#if INR_WG || !defined(__CUDA_ARCH__)
+__device__ __forceinline__ WgSmem wg_carve(const MlpLayout& s, unsigned char* base) {
+  const cl::WgSmemLayout m = cl::wg_smem_layout(s, int(sizeof(half)));
+  WgSmem r;
+  for (int l = 0; l < s.n_layers; ++l) {
+    r.w[l] = reinterpret_cast<half*>(base + m.w[l]);
+    r.wt[l] = reinterpret_cast<half*>(base + m.wt[l]);
+    r.act[l] = reinterpret_cast<half*>(base + m.act[l]);
+    r.dlt[l] = reinterpret_cast<half*>(base + m.dlt[l]);
+  }
+  r.bias = reinterpret_cast<float*>(base + m.bias);
+  r.gbw = reinterpret_cast<float*>(base + m.gbw);
+  r.tot = reinterpret_cast<float*>(base + m.tot);
+  r.red = reinterpret_cast<float*>(base + m.red);
+  r.scl_a = reinterpret_cast<float*>(base + m.scl);
+  r.scl_d = r.scl_a + kMlpMaxLayers;
+  return r;
+}
+
+// Descriptor of k16 step t of a K-major operand with K columns (cl::kmajor).
+__device__ __forceinline__ uint64_t wg_desc(const half* m, int K, int t) { return wgmma_desc(m + 128 * t, 64, 8 * K); }
+
+// Stores the warp's 16 rows (tile rows r0 ..) of a layer's float16 values, given as C-fragment pairs
+// lo (row g) and hi (row g + 8) of column blocks j, j + 1, feature-major into `m` (features as rows,
+// the tile's 64 coordinates as K): one stmatrix.trans of four 8 x 8 matrices.
+__device__ __forceinline__ void wg_store2(half* m, int j, int r0, h2 lo0, h2 hi0, h2 lo1, h2 hi1) {
+  const int lane = threadIdx.x % 32, mt = lane / 8;  // matrix mt: features 8 (j + mt / 2) .., rows r0 + 8 (mt % 2) ..
+  const h2 r[4] = {lo0, hi0, lo1, hi1};
+  stsm_x4_t(m + cl::kmajor(8 * (j + mt / 2) + lane % 8, r0 + 8 * (mt % 2), cl::kWgTile), r);
+}
+
+// Per-thread state of a chunk: the weight-gradient accumulators (grad W_l, 64 x fi_p[l], for l < D;
+// grad W_D^T, 64 x 8), each in units of 2^ue[l] (the product of the tile scales it was summed in),
+// or empty (fresh) since the last flush; the loss.
+template <int K0>
+struct WgAcc {
+  float g0[K0 / 2];
+  float gh[2][32];
+  float go[4];
+  int ue[4];
+  bool fresh;
+  float loss;
+};
+
+// Element e of accumulator register j of layer l, flattened (the totals' index).
+template <int K0>
+__device__ __forceinline__ float* wg_reg(WgAcc<K0>& a, int l, int j) {
+  return l == 0 ? &a.g0[j] : l < 3 ? &a.gh[l - 1][j] : &a.go[j];
+}
+template <int K0>
+__device__ __forceinline__ int wg_count(int l) {
+  return l == 0 ? K0 / 2 : l < 3 ? 32 : 4;
+}
+template <int K0>
+__device__ __forceinline__ int wg_base(int l) {
+  return l == 0 ? 0 : l < 3 ? K0 / 2 + 32 * (l - 1) : K0 / 2 + 64;
+}
+
+// Adds layer l's accumulators (in true units) to the shared-memory totals and empties them.
+template <int K0>
+__device__ __forceinline__ void wg_flush(WgAcc<K0>& a, const WgSmem& S) {
+#pragma unroll
+  for (int l = 0; l < 4; ++l) {
+    const float u = ldexpf(1.0f, -a.ue[l]);
+#pragma unroll
+    for (int j = 0; j < wg_count<K0>(l); ++j) {
+      float* at = S.tot + (wg_base<K0>(l) + j) * 128 + threadIdx.x;
+      sts_f(at, lds_f(at) + *wg_reg(a, l, j) * u);
+    }
+  }
+  a.fresh = true;
+}
+
+// The (row, column) of slot element for register j of layer l: grad W_l (o, i) for l < D, the
+// output layer's transposed accumulator (i, o) for l = D.
+__device__ __forceinline__ int64_t wg_slot_index(const MlpLayout& s, int l, int j) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane >> 2, q = lane & 3;
+  const int row = 16 * warp + g + 8 * ((j % 4) >> 1), col = 8 * (j / 4) + 2 * q + (j & 1);
+  return l < s.depth ? s.w_off[l] + int64_t(row) * s.fi_p[l] + col : s.w_off[l] + int64_t(col) * s.fi_p[l] + row;
+}
+
+template <int K0>
+__device__ void wg_tile(const Args& A, const WgSmem& S, int64_t b, int64_t tile, WgAcc<K0>& ac, int& parity) {
+  constexpr int D = 3, NH = 8, KH = 4, K0H = K0 / 16, T = cl::kWgTile;
+  const MlpProblem<float>& p = A.p;
+  const MlpLayout& s = p.layout;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane >> 2, q = lane & 3;
+  const int r0 = 16 * warp;  // the warp's first row in the tile
+  int64_t nrow[2];
+  bool valid[2];
+  float xc[2][2];
+  for (int r = 0; r < 2; ++r) {
+    nrow[r] = tile * T + r0 + 8 * r + g;
+    valid[r] = nrow[r] < p.n;
+    for (int c = 0; c < 2; ++c) xc[r][c] = valid[r] ? ld_global(p.x + b * p.x_jet_stride + 2 * nrow[r] + c) : 0.0f;
+  }
+
+  // ------------------------------------------------------------------ forward
+  h2 a[KH][4];  // the current layer's A fragments (k16 steps)
+  for (int k = 0; k < K0H; ++k) {
+    for (int i = 0; i < 4; ++i) {
+      const int r = i & 1, f = 16 * k + 2 * q + (i >> 1) * 8;
+      a[k][i] = __floats2half2_rn(pe_feature(f, s.fi[0], xc[r][0], xc[r][1]), pe_feature(f + 1, s.fi[0], xc[r][0], xc[r][1]));
+    }
+    wg_store2(S.act[0], 2 * k, r0, a[k][0], a[k][1], a[k][2], a[k][3]);
+  }
+  uint32_t mbits[D];
+  float acc[4 * NH];
+  float inv_in = 1.0f;
+  for (int l = 0; l < D; ++l) {
+    const int kh = l == 0 ? K0H : KH;
+    wgmma_fence();
+    for (int k = 0; k < kh; ++k) wgmma_rs<64>(acc, a[k], wg_desc(S.w[l], s.fi_p[l], k), k > 0);
+    wgmma_commit();
+    wgmma_wait<0>();
+    float wm = 0.0f;
+#pragma unroll
+    for (int n = 0; n < NH; ++n) {
+      const float2 bb = lds_f2(S.bias + s.b_off[l] + n * 8 + 2 * q);
+      acc[4 * n + 0] = relu(acc[4 * n + 0] * inv_in + bb.x);
+      acc[4 * n + 1] = relu(acc[4 * n + 1] * inv_in + bb.y);
+      acc[4 * n + 2] = relu(acc[4 * n + 2] * inv_in + bb.x);
+      acc[4 * n + 3] = relu(acc[4 * n + 3] * inv_in + bb.y);
+      wm = fmaxf(wm, fmaxf(fmaxf(acc[4 * n], acc[4 * n + 1]), fmaxf(acc[4 * n + 2], acc[4 * n + 3])));
+    }
+    const float sc = tile_scale(block_max(warp_max(wm), S.red, parity, 4));
+    if (threadIdx.x == 0) S.scl_a[l + 1] = sc;
+    mbits[l] = 0u;
+#pragma unroll
+    for (int n = 0; n < NH; n += 2) {
+      h2 lo[2], hi[2];
+      for (int u = 0; u < 2; ++u) {
+        lo[u] = __floats2half2_rn(acc[4 * (n + u)] * sc, acc[4 * (n + u) + 1] * sc);
+        hi[u] = __floats2half2_rn(acc[4 * (n + u) + 2] * sc, acc[4 * (n + u) + 3] * sc);
+        const uint32_t m4 = uint32_t(__low2float(lo[u]) > 0.0f) | uint32_t(__high2float(lo[u]) > 0.0f) << 1 |
+                            uint32_t(__low2float(hi[u]) > 0.0f) << 2 | uint32_t(__high2float(hi[u]) > 0.0f) << 3;
+        mbits[l] |= m4 << (4 * (n + u));
+      }
+      a[n / 2][0] = lo[0], a[n / 2][1] = hi[0], a[n / 2][2] = lo[1], a[n / 2][3] = hi[1];
+      wg_store2(S.act[l + 1], n, r0, lo[0], hi[0], lo[1], hi[1]);
+    }
+    inv_in = 1.0f / sc;
+  }
+  float y[4];
+  wgmma_fence();
+  for (int k = 0; k < KH; ++k) wgmma_rs<8>(y, a[k], wg_desc(S.w[D], s.fi_p[D], k), k > 0);
+  wgmma_commit();
+  wgmma_wait<0>();
+  {
+    const float2 bb = lds_f2(S.bias + s.b_off[D] + 2 * q);
+    y[0] = y[0] * inv_in + bb.x, y[1] = y[1] * inv_in + bb.y;
+    y[2] = y[2] * inv_in + bb.x, y[3] = y[3] * inv_in + bb.y;
+  }
+
+  // ------------------------------------------------------------------ backward
+  const float inv3n = 1.0f / (3.0f * float(p.n));
+  float dout[4];
+  for (int e = 0; e < 4; ++e) {
+    const int r = e >> 1, c = 2 * q + (e & 1);
+    float d = 0.0f;
+    if (valid[r] && c < kMlpOut) {
+      const int64_t idx = (b * p.n + nrow[r]) * kMlpOut + c;
+      const float wgt = p.pixel_weight ? ld_global(p.pixel_weight + b * p.pw_jet_stride + nrow[r]) : 1.0f;
+      const float res = y[e] - ld_global(p.target + idx);
+      d = 2.0f * wgt * res * inv3n;
+      ac.loss += wgt * res * res * inv3n;
+    }
+    dout[e] = d;
+  }
+  float* gbw = S.gbw + warp * s.b_total;
+  float d[4 * NH];
+  {
+    float v[2] = {dout[0] + dout[2], dout[1] + dout[3]};
+    const float wm = fmaxf(fmaxf(fabsf(dout[0]), fabsf(dout[1])), fmaxf(fabsf(dout[2]), fabsf(dout[3])));
+    add_bias_grad<2>(v, gbw + s.b_off[D]);
+    const float sc = tile_scale(block_max(warp_max(wm), S.red, parity, 4));
+    if (threadIdx.x == 0) S.scl_d[D] = sc;
+    const h2 lo = __floats2half2_rn(dout[0] * sc, dout[1] * sc), hi = __floats2half2_rn(dout[2] * sc, dout[3] * sc);
+    const h2 zero = __floats2half2_rn(0.0f, 0.0f);
+    {
+      const h2 r[2] = {lo, hi};  // one block of 8 outputs, rows r0 .. and r0 + 8 ..
+      stsm_x2_t(S.dlt[D] + cl::kmajor(lane % 8, r0 + 8 * ((lane / 8) % 2), T), r);
+    }
+    const h2 a0[4] = {lo, hi, zero, zero};  // k = outputs 0..7; 8..15 zero
+    wgmma_fence();
+    wgmma_rs<64>(d, a0, wg_desc(S.wt[D], cl::wt_k(s, D), 0), false);
+    wgmma_commit();
+    wgmma_wait<0>();
+    const float inv = 1.0f / sc;
+    for (int i = 0; i < 4 * NH; ++i) d[i] *= inv;
+  }
+  for (int l = D - 1; l >= 0; --l) {
+    float v[2 * NH];
+    float wm = 0.0f;
+#pragma unroll
+    for (int n = 0; n < NH; ++n) {
+      const uint32_t m4 = mbits[l] >> (4 * n);
+      for (int e = 0; e < 4; ++e)
+        if (!((m4 >> e) & 1u)) d[4 * n + e] = 0.0f;
+      v[2 * n] = d[4 * n] + d[4 * n + 2];
+      v[2 * n + 1] = d[4 * n + 1] + d[4 * n + 3];
+      wm = fmaxf(wm, fmaxf(fmaxf(fabsf(d[4 * n]), fabsf(d[4 * n + 1])), fmaxf(fabsf(d[4 * n + 2]), fabsf(d[4 * n + 3]))));
+    }
+    add_bias_grad<2 * NH>(v, gbw + s.b_off[l]);
+    const float sc = tile_scale(block_max(warp_max(wm), S.red, parity, 4));
+    if (threadIdx.x == 0) S.scl_d[l] = sc;
+#pragma unroll
+    for (int n = 0; n < NH; n += 2) {
+      h2 lo[2], hi[2];
+      for (int u = 0; u < 2; ++u) {
+        lo[u] = __floats2half2_rn(d[4 * (n + u)] * sc, d[4 * (n + u) + 1] * sc);
+        hi[u] = __floats2half2_rn(d[4 * (n + u) + 2] * sc, d[4 * (n + u) + 3] * sc);
+      }
+      a[n / 2][0] = lo[0], a[n / 2][1] = hi[0], a[n / 2][2] = lo[1], a[n / 2][3] = hi[1];
+      wg_store2(S.dlt[l], n, r0, lo[0], hi[0], lo[1], hi[1]);
+    }
+    if (l > 0) {
+      wgmma_fence();
+      for (int k = 0; k < KH; ++k) wgmma_rs<64>(d, a[k], wg_desc(S.wt[l], cl::wt_k(s, l), k), k > 0);
+      wgmma_commit();
+      wgmma_wait<0>();
+      const float inv = 1.0f / sc;
+      for (int i = 0; i < 4 * NH; ++i) d[i] *= inv;
+    }
+  }
+  fence_proxy_async();  // the tile's act and dlt, written by stmatrix, are read by wgmma below
+  __syncthreads();
+
+  // ------------------------------------------------------------------ weight gradients
+  // Every layer's accumulators in units of this tile's scales (exact powers of two): rescaled where
+  // the units change, flushed first where they change by more than 2^30 (no overflow, no underflow).
+  int ue[D + 1];
+  for (int l = 0; l <= D; ++l) ue[l] = ilogbf(S.scl_a[l]) + ilogbf(S.scl_d[l]);
+  bool far = false;
+  for (int l = 0; l <= D; ++l) far = far || (!ac.fresh && abs(ue[l] - ac.ue[l]) > 30);
+  if (far) wg_flush(ac, S);
+  if (!ac.fresh) {
+#pragma unroll
+    for (int l = 0; l <= D; ++l)
+      if (ue[l] != ac.ue[l]) {
+        const float f = ldexpf(1.0f, ue[l] - ac.ue[l]);
+#pragma unroll
+        for (int j = 0; j < wg_count<K0>(l); ++j) *wg_reg(ac, l, j) *= f;
+      }
+  }
+  for (int l = 0; l <= D; ++l) ac.ue[l] = ue[l];
+  const bool acc_on = !ac.fresh;
+  wgmma_fence();
+  for (int k = 0; k < T / 16; ++k) {
+    const bool on = acc_on || k > 0;
+    wgmma_ss<K0>(ac.g0, wg_desc(S.dlt[0], T, k), wg_desc(S.act[0], T, k), on);
+    wgmma_ss<64>(ac.gh[0], wg_desc(S.dlt[1], T, k), wg_desc(S.act[1], T, k), on);
+    wgmma_ss<64>(ac.gh[1], wg_desc(S.dlt[2], T, k), wg_desc(S.act[2], T, k), on);
+    wgmma_ss<8>(ac.go, wg_desc(S.act[D], T, k), wg_desc(S.dlt[D], T, k), on);
+  }
+  wgmma_commit();
+  wgmma_wait<0>();
+  ac.fresh = false;
+}
+#endif
+
+template <int K0>
+__global__ void __launch_bounds__(128, 1) mlp_wgmma_kernel(const __grid_constant__ Args A) {
+#if INR_WG
+  INR_DYNAMIC_SMEM(smem_raw);
+  const MlpProblem<float>& p = A.p;
+  const MlpLayout& s = p.layout;
+  const WgSmem S = wg_carve(s, smem_raw);
+  constexpr int T = cl::kWgTile;
+  const int64_t ntiles = (p.n + T - 1) / T, tiles_per_chunk = A.cfg.chunk_coords / T;
+  const int64_t items = p.batch * A.n_chunks;
+  const int nacc = cl::wg_acc_floats(s);
+  int parity = 0;
+  if (threadIdx.x == 0) S.scl_a[0] = 1.0f;  // the encoding is not scaled (read after barriers)
+
+  for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
+    const int64_t b = item / A.n_chunks, chunk = item % A.n_chunks;
+    const int64_t t0 = chunk * tiles_per_chunk;
+    const int64_t t1 = t0 + tiles_per_chunk < ntiles ? t0 + tiles_per_chunk : ntiles;
+    __syncthreads();  // the previous item is done with the staged weights, totals and partials
+    // Stage this jet's weights (float16, zero padding) K-major, W and W^T; biases; zero the totals
+    // and the bias-gradient partials.
+    for (int l = 0; l < s.n_layers; ++l) {
+      const int fo = s.fo[l], fi = s.fi[l], fop = s.fo_p[l], fip = s.fi_p[l];
+      const float* src = p.weights[l] + b * fo * fi;
+      auto wv = [&](int o, int i) { return (o < fo && i < fi) ? ld_global(src + o * fi + i) : 0.0f; };
+      for (int e = threadIdx.x; e < fop * fip / 2; e += blockDim.x) {
+        const int o = 2 * e / fip, i = 2 * e % fip;
+        sts_h2(S.w[l] + cl::kmajor(o, i, fip), __floats2half2_rn(wv(o, i), wv(o, i + 1)));
+      }
+      if (l > 0) {
+        const int kt = cl::wt_k(s, l);
+        for (int e = threadIdx.x; e < fip * kt / 2; e += blockDim.x) {
+          const int i = 2 * e / kt, o = 2 * e % kt;
+          sts_h2(S.wt[l] + cl::kmajor(i, o, kt), __floats2half2_rn(wv(o, i), wv(o + 1, i)));
+        }
+      }
+      for (int o = threadIdx.x; o < fop; o += blockDim.x)
+        S.bias[s.b_off[l] + o] = o < fo ? ld_global(p.biases[l] + b * fo + o) : 0.0f;
+    }
+    for (int e = threadIdx.x; e < 4 * s.b_total; e += blockDim.x) S.gbw[e] = 0.0f;
+    for (int j = 0; j < nacc; ++j) sts_f(S.tot + j * 128 + threadIdx.x, 0.0f);
+    fence_proxy_async();  // the staged weights are read by wgmma
+    WgAcc<K0> ac;
+    ac.fresh = true;
+    ac.loss = 0.0f;
+    for (int l = 0; l < 4; ++l) ac.ue[l] = 0;
+    __syncthreads();
+    int since_flush = 0;
+    for (int64_t tile = t0; tile < t1; ++tile) {
+      if (tile > t0) __syncthreads();  // the previous tile's weight gradients have read act and dlt
+      wg_tile<K0>(A, S, b, tile, ac, parity);
+      if (++since_flush == cl::kWgFlushTiles || tile + 1 == t1) {
+        wg_flush(ac, S);
+        since_flush = 0;
+      }
+    }
+    // Write the chunk's partial once: the totals (each thread its own), bias gradients, loss.
+    float* slot = A.slots + item * cl::slot_floats(s);
+    for (int l = 0; l < 4; ++l)
+      for (int j = 0; j < wg_count<K0>(l); ++j)
+        st_global(slot + wg_slot_index(s, l, j), lds_f(S.tot + (wg_base<K0>(l) + j) * 128 + threadIdx.x));
+    __syncthreads();  // every warp's bias partials are complete
+    for (int e = threadIdx.x; e < s.b_total; e += blockDim.x) {
+      float acc = 0.0f;
+      for (int w = 0; w < 4; ++w) acc += S.gbw[w * s.b_total + e];
+      st_global(slot + s.w_total + e, acc);
+    }
+    const float loss = block_sum(warp_sum(ac.loss), S.red, parity, 4);
+    if (threadIdx.x == 0) st_global(slot + s.w_total + s.b_total, loss);
+  }
+#else
+  (void)A;
+  __trap();
+#endif
+}
+
+// Whether this build has the wgmma kernel's code for the device it runs on (sm_90a).
+__global__ void wgmma_built_kernel(int* out) {
+#if INR_WG
+  *out = 1;
+#else
+  *out = 0;
+#endif
+}
+
+cudaError_t launch_wgmma(const Args& args, int64_t smem, cudaStream_t stream) {
+  void (*kernel)(const Args) = mlp_wgmma_kernel<48>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  if (err != cudaSuccess) return err;
+  int per_sm = 0, dev = 0, sms = 0;
+  if ((err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, 128, size_t(smem))) != cudaSuccess)
+    return err;
+  if ((err = cudaGetDevice(&dev)) != cudaSuccess) return err;
+  if ((err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev)) != cudaSuccess) return err;
+  if (per_sm < 1) return cudaErrorInvalidConfiguration;
+  const int64_t items = args.p.batch * args.n_chunks;
+  int64_t blocks = int64_t(per_sm) * sms;
+  if (args.cfg.max_blocks > 0 && blocks > args.cfg.max_blocks) blocks = args.cfg.max_blocks;
+  if (blocks > items) blocks = items;
+  INR_LAUNCH(kernel, dim3(unsigned(blocks)), dim3(128), size_t(smem), stream)(args);
+  return launch_status(stream);
+}
+
 // Layer l of packed weight element e (offsets ascending).
 __device__ __forceinline__ int layer_of(const int64_t* off, int n_layers, int64_t e) {
   int l = 0;
@@ -1033,7 +1425,13 @@ int64_t mlp_cuda_workspace_floats(const MlpProblem<float>& p, const cl::Config& 
 }
 
 int64_t mlp_cuda_smem_bytes(const MlpProblem<float>& p, const cl::Config& c) {
-  return cl::smem_layout(p.layout, c, p.mode != MlpMode::kForward, int(sizeof(half))).bytes;
+  return cl::kernel_smem_bytes(p.layout, c, p.mode != MlpMode::kForward, int(sizeof(half)));
+}
+
+int mlp_cuda_wgmma_built(int* device_flag, void* stream_ptr) {
+  cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+  INR_LAUNCH(wgmma_built_kernel, dim3(1), dim3(1), 0, stream)(device_flag);
+  return int(launch_status(stream));
 }
 
 int mlp_cuda_run(const MlpProblem<float>& p, const cl::Config& c, float* workspace, void* stream_ptr) {
@@ -1041,6 +1439,7 @@ int mlp_cuda_run(const MlpProblem<float>& p, const cl::Config& c, float* workspa
   const MlpLayout& s = p.layout;
   if (!cl::config_valid(c, s.width) || !mlp_width_supported(s.width) || s.fo_p[s.depth] != kMlpOutPadCuda)
     return int(cudaErrorInvalidValue);
+  if (c.wgmma && !cl::wgmma_supported(s, p.mode == MlpMode::kMse)) return int(cudaErrorInvalidValue);
   if (p.batch == 0) return 0;
   const bool grads = p.mode != MlpMode::kForward;
   const cl::WorkspaceLayout wl = cl::workspace_layout(s, p.batch, p.n, c, grads, needs_gx(p), int(sizeof(half)));
@@ -1060,11 +1459,15 @@ int mlp_cuda_run(const MlpProblem<float>& p, const cl::Config& c, float* workspa
       if ((err = launch_status(stream)) != cudaSuccess) return int(err);
     }
     const int64_t smem = mlp_cuda_smem_bytes(p, c);
-    switch (s.width) {
+    if (c.wgmma) {
+      err = launch_wgmma(args, smem, stream);
+    } else {
+      switch (s.width) {
       case 16: err = launch_width<16>(args, grads, needs_gx(p), smem, stream); break;
       case 32: err = launch_width<32>(args, grads, needs_gx(p), smem, stream); break;
       case 64: err = launch_width<64>(args, grads, needs_gx(p), smem, stream); break;
       default: err = launch_width<128>(args, grads, needs_gx(p), smem, stream); break;
+      }
     }
     if (err != cudaSuccess) return int(err);
   }

@@ -40,13 +40,36 @@ struct Config {
   int max_blocks = 0;                 // grid cap (0: resident blocks from the occupancy calculator)
   bool gw_smem = true;                // up to gw_smem_slots(W) weight-gradient rows per warp beyond the
                                       // registers in shared memory (else in the chunk's slot in global memory)
+  bool wgmma = false;                 // the wgmma kernel (sm_90a; MSE step, wgmma_supported shapes):
+                                      // one warpgroup (warps = 4) per block, tiles of kWgTile coordinates
 };
 
-INR_HD int tile(const Config& c, int width) { return warp_rows(width) * c.warps; }
+// The wgmma kernel (csrc/README.md, "The wgmma kernel"): 64 coordinates per tile (16 per warp), the
+// weight gradients of every layer in the warpgroup's registers, added to float32 totals in shared
+// memory every kWgFlushTiles tiles.
+constexpr int kWgTile = 64;
+constexpr int kWgFlushTiles = 8;
+INR_HD int tile(const Config& c, int width) { return c.wgmma ? kWgTile : warp_rows(width) * c.warps; }
 INR_HD bool config_valid(const Config& c, int width) {
   return (c.warps == 1 || c.warps == 2 || c.warps == 4 || c.warps == 8) && c.chunk_coords > 0 &&
-         c.chunk_coords % tile(c, width) == 0 && c.max_blocks >= 0;
+         c.chunk_coords % tile(c, width) == 0 && c.max_blocks >= 0 && (!c.wgmma || (c.warps == 4 && c.smem_weights));
 }
+// Shapes the wgmma kernel is built for: the MSE step at W = 64, D = 3, 48 padded encoding features
+// (n_freqs 10 or 11: the `fast` preset). Its weight-gradient accumulators (wg_acc_floats per thread)
+// are what limits it: W = 128 or deeper networks would not fit the registers.
+INR_HD bool wgmma_supported(const MlpLayout& s, bool mse_step) {
+  return mse_step && s.width == 64 && s.depth == 3 && s.fi_p[0] == 48 && s.fo_p[s.depth] == 8;
+}
+// Weight-gradient accumulator floats per thread: grad W_l (64 x fi_p) for l < D and grad W_D^T (64 x 8).
+INR_HD int wg_acc_floats(const MlpLayout& s) {
+  int n = 8;
+  for (int l = 0; l < s.depth; ++l) n += s.fi_p[l];
+  return n / 2;
+}
+// K-major operand layout of the wgmma kernel (no swizzle): an R x K matrix (R rows of K) as 8 x 8
+// core matrices, element (r, k) at (r / 8) * 8 K + (k / 8) * 64 + (r % 8) * 8 + k % 8 (float16
+// elements): LBO 64, SBO 8 K; k16 step t starts at 128 t.
+INR_HD int kmajor(int r, int k, int K) { return (r / 8) * (8 * K) + (k / 8) * 64 + (r % 8) * 8 + k % 8; }
 // Chunks per jet: a function of N and the chunk size only (not of B, the grid or the GPU).
 INR_HD int64_t n_chunks(int64_t n, const Config& c) {
   return n <= 0 ? 0 : (n + c.chunk_coords - 1) / c.chunk_coords;
@@ -117,6 +140,42 @@ INR_HD SmemLayout smem_layout(const MlpLayout& s, const Config& c, bool backward
   return m;
 }
 
+// Shared memory of the wgmma kernel (byte offsets, 128-aligned), every float16 operand K-major:
+//   w[l]   W_l, fo_p x fi_p (rows: outputs)            wt[l]  W_l^T for l >= 1, fi_p x KT (KT = fo_p,
+//   act[l] the tile's layer-l inputs, fi_p x 64          16 for the output layer: k padded)
+//          (feature-major: the coordinates are K)      dlt[l] the tile's layer-l output deltas, fo_p x 64
+//   bias   b_total floats; gbw 4 x b_total floats (per-warp bias-gradient partials); tot: the
+//   weight-gradient totals, wg_acc_floats x 128 floats; red, scl as smem_layout.
+struct WgSmemLayout {
+  int64_t w[kMlpMaxLayers] = {}, wt[kMlpMaxLayers] = {}, act[kMlpMaxLayers] = {}, dlt[kMlpMaxLayers] = {};
+  int64_t bias = 0, gbw = 0, tot = 0, red = 0, scl = 0, bytes = 0;
+};
+INR_HD int wt_k(const MlpLayout& s, int l) { return l == s.depth ? 16 : s.fo_p[l]; }
+INR_HD WgSmemLayout wg_smem_layout(const MlpLayout& s, int half_bytes = 2) {
+  WgSmemLayout m;
+  int64_t off = 0;
+  auto take = [&](int64_t bytes) {
+    const int64_t r = off;
+    off += round_up(bytes, 128);
+    return r;
+  };
+  for (int l = 0; l < s.n_layers; ++l) m.w[l] = take(int64_t(s.fo_p[l]) * s.fi_p[l] * half_bytes);
+  for (int l = 1; l < s.n_layers; ++l) m.wt[l] = take(int64_t(s.fi_p[l]) * wt_k(s, l) * half_bytes);
+  for (int l = 0; l < s.n_layers; ++l) m.act[l] = take(int64_t(s.fi_p[l]) * kWgTile * half_bytes);
+  for (int l = 0; l < s.n_layers; ++l) m.dlt[l] = take(int64_t(s.fo_p[l]) * kWgTile * half_bytes);
+  m.bias = take(s.b_total * 4);
+  m.gbw = take(4 * s.b_total * 4);
+  m.tot = take(int64_t(wg_acc_floats(s)) * 128 * 4);
+  m.red = take(2 * kMaxWarps * 4);
+  m.scl = take(2 * kMlpMaxLayers * 4);
+  m.bytes = off;
+  return m;
+}
+// A call's shared memory, whichever kernel its configuration picks.
+INR_HD int64_t kernel_smem_bytes(const MlpLayout& s, const Config& c, bool backward, int half_bytes = 2) {
+  return c.wgmma ? wg_smem_layout(s, half_bytes).bytes : smem_layout(s, c, backward, half_bytes).bytes;
+}
+
 // Offsets in floats of the global workspace: chunk slots (B x n_chunks, gradients only), per-jet
 // grad_x partials (B x N x 2, backward with grad_x only), float16 weights W (B x w_total, row-major
 // (fo_p, fi_p) per layer) and their transposes (B x w_total, (fi_p, fo_p)) when not in shared memory.
@@ -144,8 +203,15 @@ INR_HD WorkspaceLayout workspace_layout(const MlpLayout& s, int64_t batch, int64
 // The configuration the binding uses: the most warps (the largest tile) whose shared memory fits
 // `smem_optin`, weights staged in shared memory when they fit, else read from global memory, and
 // weight-gradient rows in shared memory when they fit too. Depends on the shape, the mode and the
-// device's shared memory only.
-inline Config choose_config(const MlpLayout& s, bool backward, int64_t smem_optin) {
+// device's shared memory only. `wgmma_step`: an MSE step on a device that runs this build's sm_90a
+// code (an H100/H200): the wgmma kernel where its shape is supported and its shared memory fits.
+inline Config choose_config(const MlpLayout& s, bool backward, int64_t smem_optin, bool wgmma_step = false) {
+  if (wgmma_step && wgmma_supported(s, true)) {
+    Config c;
+    c.warps = 4;
+    c.wgmma = true;
+    if (wg_smem_layout(s).bytes <= smem_optin) return c;
+  }
   for (int warps = kMaxWarps; warps >= 1; warps /= 2)
     for (int staged = 1; staged >= 0; --staged)
       for (int gsm = 1; gsm >= 0; --gsm) {
@@ -172,6 +238,9 @@ namespace cuda {
 int64_t mlp_cuda_workspace_floats(const MlpProblem<float>& p, const cuda_layout::Config& c);
 int64_t mlp_cuda_smem_bytes(const MlpProblem<float>& p, const cuda_layout::Config& c);
 int mlp_cuda_run(const MlpProblem<float>& p, const cuda_layout::Config& c, float* workspace, void* stream);
+// Writes 1 to *device_flag (device memory) if this build has the wgmma kernel's code (sm_90a) for the
+// current device, else 0 (cudaError_t as int).
+int mlp_cuda_wgmma_built(int* device_flag, void* stream);
 // Multiprocessor count and opt-in shared memory per block of the current device (cudaError_t as int).
 int mlp_cuda_device_limits(int* sm_count, int* smem_optin);
 }  // namespace cuda

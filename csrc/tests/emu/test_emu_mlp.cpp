@@ -62,6 +62,7 @@ struct Case {
   double wscale = 1.0;   // multiplies the first layer's weights and biases (range tests)
   double tscale = 1.0;   // multiplies targets / grad_y (range tests)
   bool he_init = false;  // He-uniform weights, biases U(-0.1, 0.1) (else nn.Linear's default)
+  bool wgmma = false;    // the wgmma kernel (warps, smem_w ignored); with warps = 0: the binding on an H100/H200
 };
 
 // Everything one call produces, in float64.
@@ -188,7 +189,11 @@ cl::Config config_of(const Case& c, int max_blocks) {
   cl::Config cfg;
   if (c.warps == 0) {
     const MlpLayout s = MlpLayout::make(c.L, c.W, c.D, kMlpOutPadCuda);
-    cfg = cl::choose_config(s, c.mode != MlpMode::kForward, kRealSmemOptin);
+    cfg = cl::choose_config(s, c.mode != MlpMode::kForward, kRealSmemOptin, c.wgmma && c.mode == MlpMode::kMse);
+  } else if (c.wgmma) {
+    cfg.warps = 4;
+    cfg.wgmma = true;
+    cfg.chunk_coords = int64_t(c.chunk_tiles) * cl::kWgTile;
   } else {
     cfg.warps = c.warps;
     cfg.smem_weights = c.smem_w;
@@ -410,7 +415,7 @@ constexpr double kHalfVsFloatFactor = 1.5, kHalfVsFloatSlack = 1e-3;
 void run_case(int index, const Case& c, bool full_checks) {
   const Problem P = make_problem(c, unsigned(index) + 1);
   // Only configurations a real H100/H200 can launch (float16 shared-memory sizes, 227 KB).
-  const int64_t smem16 = cl::smem_layout(P.cuda_layout, config_of(c, 0), c.mode != MlpMode::kForward, 2).bytes;
+  const int64_t smem16 = cl::kernel_smem_bytes(P.cuda_layout, config_of(c, 0), c.mode != MlpMode::kForward, 2);
   if (smem16 > kRealSmemOptin) {
     std::printf("FAIL [%2d] %s: %lld bytes of shared memory, more than a GPU allows\n", index, c.name,
                 (long long)smem16);
@@ -553,6 +558,20 @@ std::vector<Case> fast_cases() {
   Case r4 = {"range-extreme-scales", 1, 50, 64, 3, 10, M::kBackward, false, 0, false, 4};
   r4.tscale = 1e-20;  // deltas ~1e-20: scale a x scale delta ~2^90 (weight-gradient tile sums scaled back)
   v.push_back(r4);
+  // The wgmma kernel (MSE step, W = 64, D = 3, L = 10): partial tiles, one-tile chunks, per-jet
+  // coordinates and pixel weights, flushes inside a chunk (18 tiles, chunks of 16), the ranges.
+  std::vector<Case> wg = {
+      {"wg-mse-chunks", 2, 130, 64, 3, 10, M::kMse, false, 1, false, 4, true, 1},
+      {"wg-mse-perjet", 2, 77, 64, 3, 10, M::kMse, true, 2, false, 4, true, 64},
+      {"wg-mse-flushes", 1, 1100, 64, 3, 10, M::kMse, false, 0, false, 4, true, 16},
+  };
+  Case w1 = {"wg-range-big-act", 2, 60, 64, 3, 10, M::kMse, false, 0, false, 4};
+  w1.wscale = 3000.0, w1.tscale = 1e4;
+  wg.push_back(w1);
+  Case w2 = {"wg-range-tiny-deltas", 2, 60, 64, 3, 10, M::kMse, false, 1, false, 4};
+  w2.tscale = 1e-6, w2.he_init = true;
+  wg.push_back(w2);
+  for (Case& c : wg) c.wgmma = true, v.push_back(c);
   return v;
 }
 
@@ -560,6 +579,7 @@ std::vector<Case> slow_cases() {  // replicas of tests/test_fused.py's GPU cases
   return {
       {"gpu-bwd-3x15625-w64", 3, 15625, 64, 3, 10, M::kBackward, false, 0, true, 0},
       {"gpu-mse-4x15625-w64", 4, 15625, 64, 3, 10, M::kMse, false, 1, false, 0},
+      {"gpu-mse-4x15625-w64-wgmma", 4, 15625, 64, 3, 10, M::kMse, false, 1, false, 0, true, 64, 1.0, 1.0, false, true},
       {"gpu-mse-4x15625-w128", 4, 15625, 128, 2, 10, M::kMse, false, 1, false, 0},
       {"gpu-mse-4x15625-w32", 4, 15625, 32, 8, 10, M::kMse, false, 1, false, 0},
       {"gpu-bwd-2x100-w128-D8", 2, 100, 128, 8, 10, M::kBackward, false, 0, true, 0},
@@ -571,7 +591,7 @@ std::vector<Case> slow_cases() {  // replicas of tests/test_fused.py's GPU cases
 
 std::vector<Case> asan_cases() {
   std::vector<Case> v = fast_cases();
-  return {v[1], v[6], v[7], v[8], v[10], v[11], v[13]};
+  return {v[1], v[6], v[7], v[8], v[10], v[11], v[13], v[18], v[19]};
 }
 
 // One MSE step of one jet with counting on: the numbers BENCHMARKS.md's roofline uses.
