@@ -181,3 +181,15 @@ def test_gpu_step_fused_mse(benchmark, gpu_problems, width):
     benchmark.extra_info.update(width=width, gflop=_flops(width, D, GPU_B, N, True) / 1e9)
     benchmark.extra_info.update(gpu=torch.cuda.get_device_name(), torch=torch.__version__)
     benchmark.pedantic(_sync(mse_step), args=(x, w, b, target, L), rounds=10, iterations=1, warmup_rounds=2)
+
+
+@pytest.mark.gpu
+@pytest.mark.benchmark(group="gpu-step")
+def test_gpu_step_fused_mse_mma_sync(benchmark, gpu_problems, monkeypatch):
+    """W = 64 with the wgmma kernel turned off (INR_FAST_WGMMA=0): the mma.sync kernel, to compare
+    with test_gpu_step_fused_mse[64], which takes the wgmma kernel where the build has sm_90a code."""
+    monkeypatch.setenv("INR_FAST_WGMMA", "0")
+    x, w, b, target = gpu_problems[64]
+    benchmark.extra_info.update(width=64, gflop=_flops(64, D, GPU_B, N, True) / 1e9, kernel="mma.sync")
+    benchmark.extra_info.update(gpu=torch.cuda.get_device_name(), torch=torch.__version__)
+    benchmark.pedantic(_sync(mse_step), args=(x, w, b, target, L), rounds=10, iterations=1, warmup_rounds=2)

@@ -5,6 +5,7 @@ reading of wgmma, stmatrix and the matrix descriptors is the hardware's."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -50,3 +51,31 @@ def test_wgmma_probe_matches_float64(n):
     # (the first product's rounding to float16 may fall the other way: 1e-3 on y).
     assert _rel_err(g.cpu(), want_g) < 1e-4
     assert _rel_err(y.cpu(), want_y) < 1e-3
+
+
+@pytest.mark.gpu
+def test_wgmma_kernel_agrees_with_the_mma_sync_kernel(monkeypatch):
+    """The MSE step at the wgmma kernel's shape (W = 64, D = 3, L = 10) with the wgmma kernel (a 9.0a
+    build on an H100/H200) and with it turned off: both are checked against the references by
+    tests/test_ops.py; here against each other, within what their float16 roundings allow (the same
+    roundings, different float32 summation orders: the emulator puts both within 1e-4 of the float16
+    reference), and not bitwise equal (which would mean the wgmma kernel did not run)."""
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("wgmma (sm_90a) needs an H100/H200")
+    from inr_fast import ops
+    from inr_fast.model.reference import init_params
+
+    gen = torch.Generator().manual_seed(3)
+    x = (torch.rand(15625, 2, generator=gen) * 2 - 1).cuda()
+    w, b = init_params(4, 10, 64, 3, generator=gen, device="cuda")
+    target = torch.rand(4, 15625, 3, generator=gen).cuda()
+    monkeypatch.delenv("INR_FAST_WGMMA", raising=False)
+    loss_wg, gw_wg, gb_wg = ops.mse_step(x, w, b, target, 10)
+    monkeypatch.setenv("INR_FAST_WGMMA", "0")
+    loss_mma, gw_mma, gb_mma = ops.mse_step(x, w, b, target, 10)
+    assert os.environ["INR_FAST_WGMMA"] == "0"
+    pairs = list(zip([loss_wg, *gw_wg, *gb_wg], [loss_mma, *gw_mma, *gb_mma], strict=True))
+    for got, want in pairs:
+        err = float((got.double() - want.double()).norm() / want.double().norm())
+        assert err < 2e-4, err
+    assert not all(torch.equal(a, c) for a, c in pairs)

@@ -967,10 +967,13 @@ struct WgSmem {
 };
 
 #if INR_WG || !defined(__CUDA_ARCH__)
+constexpr int kWgLayers = 4;  // D + 1 (cl::wgmma_supported: D = 3)
+
 __device__ __forceinline__ WgSmem wg_carve(const MlpLayout& s, unsigned char* base) {
   const cl::WgSmemLayout m = cl::wg_smem_layout(s, int(sizeof(half)));
   WgSmem r;
-  for (int l = 0; l < s.n_layers; ++l) {
+#pragma unroll
+  for (int l = 0; l < kWgLayers; ++l) {  // (indices known at compile time: the pointers stay in registers)
     r.w[l] = reinterpret_cast<half*>(base + m.w[l]);
     r.wt[l] = reinterpret_cast<half*>(base + m.wt[l]);
     r.act[l] = reinterpret_cast<half*>(base + m.act[l]);
@@ -1048,7 +1051,8 @@ __device__ __forceinline__ int64_t wg_slot_index(const MlpLayout& s, int l, int 
 }
 
 template <int K0>
-__device__ void wg_tile(const Args& A, const WgSmem& S, int64_t b, int64_t tile, WgAcc<K0>& ac, int& parity) {
+__device__ __forceinline__ void wg_tile(const Args& A, const WgSmem& S, int64_t b, int64_t tile, WgAcc<K0>& ac,
+                                        int& parity) {
   constexpr int D = 3, NH = 8, KH = 4, K0H = K0 / 16, T = cl::kWgTile;
   const MlpProblem<float>& p = A.p;
   const MlpLayout& s = p.layout;
@@ -1065,7 +1069,9 @@ __device__ void wg_tile(const Args& A, const WgSmem& S, int64_t b, int64_t tile,
 
   // ------------------------------------------------------------------ forward
   h2 a[KH][4];  // the current layer's A fragments (k16 steps)
+#pragma unroll
   for (int k = 0; k < K0H; ++k) {
+#pragma unroll
     for (int i = 0; i < 4; ++i) {
       const int r = i & 1, f = 16 * k + 2 * q + (i >> 1) * 8;
       a[k][i] = __floats2half2_rn(pe_feature(f, s.fi[0], xc[r][0], xc[r][1]), pe_feature(f + 1, s.fi[0], xc[r][0], xc[r][1]));
@@ -1075,10 +1081,14 @@ __device__ void wg_tile(const Args& A, const WgSmem& S, int64_t b, int64_t tile,
   uint32_t mbits[D];
   float acc[4 * NH];
   float inv_in = 1.0f;
+#pragma unroll
   for (int l = 0; l < D; ++l) {
-    const int kh = l == 0 ? K0H : KH;
+    constexpr int kh0 = K0H;
+    const int kh = l == 0 ? kh0 : KH;
     wgmma_fence();
-    for (int k = 0; k < kh; ++k) wgmma_rs<64>(acc, a[k], wg_desc(S.w[l], s.fi_p[l], k), k > 0);
+#pragma unroll
+    for (int k = 0; k < KH; ++k)
+      if (k < kh) wgmma_rs<64>(acc, a[k], wg_desc(S.w[l], s.fi_p[l], k), k > 0);
     wgmma_commit();
     wgmma_wait<0>();
     float wm = 0.0f;
@@ -1111,6 +1121,7 @@ __device__ void wg_tile(const Args& A, const WgSmem& S, int64_t b, int64_t tile,
   }
   float y[4];
   wgmma_fence();
+#pragma unroll
   for (int k = 0; k < KH; ++k) wgmma_rs<8>(y, a[k], wg_desc(S.w[D], s.fi_p[D], k), k > 0);
   wgmma_commit();
   wgmma_wait<0>();
@@ -1157,6 +1168,7 @@ __device__ void wg_tile(const Args& A, const WgSmem& S, int64_t b, int64_t tile,
     const float inv = 1.0f / sc;
     for (int i = 0; i < 4 * NH; ++i) d[i] *= inv;
   }
+#pragma unroll
   for (int l = D - 1; l >= 0; --l) {
     float v[2 * NH];
     float wm = 0.0f;
@@ -1184,6 +1196,7 @@ __device__ void wg_tile(const Args& A, const WgSmem& S, int64_t b, int64_t tile,
     }
     if (l > 0) {
       wgmma_fence();
+#pragma unroll
       for (int k = 0; k < KH; ++k) wgmma_rs<64>(d, a[k], wg_desc(S.wt[l], cl::wt_k(s, l), k), k > 0);
       wgmma_commit();
       wgmma_wait<0>();
@@ -1214,6 +1227,7 @@ __device__ void wg_tile(const Args& A, const WgSmem& S, int64_t b, int64_t tile,
   for (int l = 0; l <= D; ++l) ac.ue[l] = ue[l];
   const bool acc_on = !ac.fresh;
   wgmma_fence();
+#pragma unroll
   for (int k = 0; k < T / 16; ++k) {
     const bool on = acc_on || k > 0;
     wgmma_ss<K0>(ac.g0, wg_desc(S.dlt[0], T, k), wg_desc(S.act[0], T, k), on);
@@ -1248,7 +1262,8 @@ __global__ void __launch_bounds__(128, 1) mlp_wgmma_kernel(const __grid_constant
     __syncthreads();  // the previous item is done with the staged weights, totals and partials
     // Stage this jet's weights (float16, zero padding) K-major, W and W^T; biases; zero the totals
     // and the bias-gradient partials.
-    for (int l = 0; l < s.n_layers; ++l) {
+#pragma unroll
+    for (int l = 0; l < kWgLayers; ++l) {
       const int fo = s.fo[l], fi = s.fi[l], fop = s.fo_p[l], fip = s.fi_p[l];
       const float* src = p.weights[l] + b * fo * fi;
       auto wv = [&](int o, int i) { return (o < fo && i < fi) ? ld_global(src + o * fi + i) : 0.0f; };

@@ -8,7 +8,11 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
+#include <map>
+#include <mutex>
 #include <tuple>
 #include <vector>
 
@@ -31,6 +35,24 @@ std::vector<at::Tensor> poisoned_like(const std::vector<at::Tensor>& ts) {
   return out;
 }
 
+// Whether an MSE step may take the wgmma kernel on x's device: this build has its sm_90a code for the
+// device (asked once per device by a one-thread kernel; an H100/H200 with TORCH_CUDA_ARCH_LIST=9.0a)
+// and INR_FAST_WGMMA is not 0 (the mma.sync kernel then, e.g. to compare the two).
+bool wgmma_usable(const at::Tensor& x) {
+  const char* env = std::getenv("INR_FAST_WGMMA");
+  if (env != nullptr && std::strcmp(env, "0") == 0) return false;
+  static std::mutex mu;
+  static std::map<int, bool> known;
+  const int dev = x.device().index();
+  const std::lock_guard<std::mutex> lock(mu);
+  const auto it = known.find(dev);
+  if (it != known.end()) return it->second;
+  at::Tensor flag = at::zeros({1}, x.options().dtype(at::kInt));
+  const int err = cuda::mlp_cuda_wgmma_built(flag.data_ptr<int>(), c10::cuda::getCurrentCUDAStream().stream());
+  TORCH_CHECK(err == 0, "inr_fast: CUDA launch of the wgmma check failed: ", cuda::error_string(err));
+  return known[dev] = flag.item<int>() == 1;
+}
+
 // Runs the kernels for problem p (mode and outputs set by the caller).
 void run_cuda(MlpProblem<float>& p, const at::Tensor& x, const std::vector<at::Tensor>& w,
               const std::vector<at::Tensor>& b) {
@@ -49,7 +71,9 @@ void run_cuda(MlpProblem<float>& p, const at::Tensor& x, const std::vector<at::T
   int sm_count = 0, smem_optin = 0;
   const int qerr = cuda::mlp_cuda_device_limits(&sm_count, &smem_optin);
   TORCH_CHECK(qerr == 0, "inr_fast: querying the CUDA device failed: ", cuda::error_string(qerr));
-  const cuda_layout::Config cfg = cuda_layout::choose_config(p.layout, p.mode != MlpMode::kForward, smem_optin);
+  const bool wgmma_step = p.mode == MlpMode::kMse && cuda_layout::wgmma_supported(p.layout, true) && wgmma_usable(x);
+  const cuda_layout::Config cfg =
+      cuda_layout::choose_config(p.layout, p.mode != MlpMode::kForward, smem_optin, wgmma_step);
   TORCH_CHECK(cuda_layout::config_valid(cfg, p.layout.width), "inr_fast: the fused MLP (width ", p.layout.width, ", depth ",
               p.layout.depth, ", n_freqs ", p.layout.n_freqs, ") does not fit this GPU's ", smem_optin,
               " bytes of shared memory per block");

@@ -595,8 +595,9 @@ std::vector<Case> asan_cases() {
 }
 
 // One MSE step of one jet with counting on: the numbers BENCHMARKS.md's roofline uses.
-int counters(int W, int D, int L, int N, int warps) {
+int counters(int W, int D, int L, int N, int warps, bool wgmma) {
   Case c = {"counters", 1, N, W, D, L, M::kMse, false, 0, false, warps};
+  c.wgmma = wgmma;  // with warps = 0: the binding's choice on an H100/H200 running sm_90a code
   if (warps > 0) {
     cl::Config t;
     t.warps = warps;
@@ -615,11 +616,12 @@ int counters(int W, int D, int L, int N, int warps) {
       "counters W=%d D=%d L=%d N=%d B=1 warps=%d smem_weights=%d smem=%" PRId64 " chunks=%" PRId64
       ": global_read=%lld global_write=%lld read_sectors=%lld write_sectors=%lld dram_read_sectors=%lld "
       "dram_write_sectors=%lld smem_wavefronts=%lld smem_ideal=%lld smem_bytes=%lld "
-      "barriers=%lld mma=%lld ldmatrix=%lld shuffles=%lld blocks=%lld launches=%lld [%.1fs]\n",
+      "barriers=%lld mma=%lld ldmatrix=%lld shuffles=%lld wgmma=%lld stmatrix=%lld wgmma_kernel=%d blocks=%lld "
+      "launches=%lld [%.1fs]\n",
       W, D, L, N, cfg.warps, int(cfg.smem_weights), cuda::mlp_cuda_smem_bytes(B.p, cfg), cl::n_chunks(N, cfg),
       k.global_read, k.global_write, k.global_read_sectors, k.global_write_sectors, k.dram_read_sectors,
       k.dram_write_sectors,
-      k.smem_wavefronts, k.smem_ideal_wavefronts, k.smem_bytes, k.barriers, k.mma, k.ldmatrix, k.shuffles, k.blocks, k.launches,
+      k.smem_wavefronts, k.smem_ideal_wavefronts, k.smem_bytes, k.barriers, k.mma, k.ldmatrix, k.shuffles, k.wgmma, k.stmatrix, int(cfg.wgmma), k.blocks, k.launches,
       secs);
   return 0;
 }
@@ -632,9 +634,10 @@ int main(int argc, char** argv) {
   shim::g_device.smem_per_sm = int((228 * 1024) * int64_t(sizeof(half)) / 2);
   std::string suite = argc > 1 ? argv[1] : "fast";
   if (suite == "counters") {
-    if (argc < 6) return std::fprintf(stderr, "usage: %s counters W D L N [warps]\n", argv[0]), 2;
+    if (argc < 6) return std::fprintf(stderr, "usage: %s counters W D L N [warps | wgmma]\n", argv[0]), 2;
+    const bool wg = argc > 6 && std::string(argv[6]) == "wgmma";
     return counters(std::atoi(argv[2]), std::atoi(argv[3]), std::atoi(argv[4]), std::atoi(argv[5]),
-                    argc > 6 ? std::atoi(argv[6]) : 0);
+                    argc > 6 && !wg ? std::atoi(argv[6]) : 0, wg);
   }
   std::vector<Case> cases = suite == "slow" ? slow_cases() : suite == "asan" ? asan_cases() : fast_cases();
   if (suite == "case") {  // one case from the command line: case B N W D L mode [warps chunk_tiles]
