@@ -190,6 +190,43 @@ int main() {
     const int64_t bwd = cl::workspace_layout(s, 64, 15625, c, true, true).floats;
     CHECK(bwd - fwd == 64 * 2 * cl::slot_floats(s) + cl::round_up(64 * 15625 * 2, 64));
   }
+  // The wgmma kernel: its shape only (the `fast` preset's), one warpgroup and tiles of 64; an MSE
+  // step there takes it when the device runs sm_90a code and its shared memory fits an H100/H200.
+  {
+    const MlpLayout s = MlpLayout::make(10, 64, 3, inr_fast::kMlpOutPadCuda);
+    CHECK(cl::wgmma_supported(s, true) && !cl::wgmma_supported(s, false));
+    CHECK(!cl::wgmma_supported(MlpLayout::make(10, 128, 3, inr_fast::kMlpOutPadCuda), true));
+    CHECK(!cl::wgmma_supported(MlpLayout::make(6, 64, 3, inr_fast::kMlpOutPadCuda), true));
+    CHECK(!cl::wgmma_supported(MlpLayout::make(10, 64, 4, inr_fast::kMlpOutPadCuda), true));
+    const cl::Config w = cl::choose_config(s, true, kOptinSm90, true);
+    CHECK(w.wgmma && w.warps == 4 && cl::tile(w, 64) == cl::kWgTile && cl::config_valid(w, 64));
+    CHECK(w.chunk_coords % cl::kWgTile == 0);
+    CHECK(!cl::choose_config(s, true, kOptinSm90, false).wgmma);
+    CHECK(!cl::choose_config(MlpLayout::make(10, 32, 3, inr_fast::kMlpOutPadCuda), true, kOptinSm90, true).wgmma);
+    CHECK(cl::wg_acc_floats(s) == 92);  // 24 + 32 + 32 + 4 registers per thread
+    const cl::WgSmemLayout m = cl::wg_smem_layout(s);
+    CHECK(m.bytes <= kOptinSm90 && m.bytes == cl::kernel_smem_bytes(s, w, true));
+    const int64_t secs[] = {m.w[0], m.w[1], m.w[2], m.w[3], m.wt[1], m.wt[2], m.wt[3], m.act[0], m.act[1],
+                            m.act[2], m.act[3], m.dlt[0], m.dlt[1], m.dlt[2], m.dlt[3], m.bias, m.gbw, m.tot, m.red, m.scl};
+    for (size_t i = 0; i < sizeof(secs) / sizeof(secs[0]); ++i) {
+      CHECK(secs[i] % 128 == 0);  // wgmma descriptors need 16-byte alignment; sections are 128-aligned
+      if (i > 0) CHECK(secs[i] > secs[i - 1]);
+    }
+    CHECK(m.wt[3] - m.wt[2] >= 64 * 64 * 2 && m.act[0] - m.wt[3] >= 64 * 16 * 2 && m.tot - m.gbw >= 4 * s.b_total * 4);
+    // K-major core-matrix layout: a bijection of R x K onto [0, R K), each core matrix 128 contiguous bytes.
+    for (int K : {16, 48, 64}) {
+      std::vector<int> seen(8 * K * 8, 0);
+      bool ok = true;
+      for (int r = 0; r < 64; ++r)
+        for (int k = 0; k < K; ++k) {
+          const int e = cl::kmajor(r, k, K);
+          ok = ok && e >= 0 && e < 64 * K && seen[e]++ == 0;
+          ok = ok && (k % 8 == 0 || e == cl::kmajor(r, k - k % 8, K) + k % 8);
+          ok = ok && e / 64 == cl::kmajor(r - r % 8, k - k % 8, K) / 64;
+        }
+      CHECK(ok);
+    }
+  }
   std::printf("test_cuda_layout: %d shapes, %d failures\n", cases, failures);
   return failures == 0 ? 0 : 1;
 }

@@ -1,5 +1,6 @@
 #!/bin/bash
 # Mutation check of the emulated suites: each mutation below breaks csrc/cuda/mlp_cuda.cu on purpose
+# (the mma.sync kernel, then the wgmma kernel: wg-*)
 # (in a copy under a temporary folder) and the fast suites of the logic and float16 builds must fail.
 # Usage: csrc/tests/emu/mutate.sh   (from the repository root; ~1 minute per mutation on 2 cores)
 set -u
@@ -9,7 +10,9 @@ trap 'rm -rf "$WORK"' EXIT
 CXX=${CXX:-g++}
 
 names=(no-tile-scaling no-relu-mask missing-tile no-barrier-before-gradients no-output-bias-gradient
-       no-barrier-between-tiles no-shared-memory-row bias-columns-misplaced)
+       no-barrier-between-tiles no-shared-memory-row bias-columns-misplaced
+       wg-no-relu-mask wg-no-rescale wg-no-final-flush wg-no-proxy-fence wg-store-rows-swapped
+       wg-stale-accumulators)
 from=(
   '  const int shift = m > 0.0f ? max(-125, min(125, 12 - ilogbf(m))) : 0;'
   '          if (!((m4 >> e) & 1u)) d[t][n][e] = 0.0f;'
@@ -19,6 +22,12 @@ from=(
   "      if (grads && tile > t0) __syncthreads();  // the previous tile's gradients have read act and dlt"
   '            sts_f(at, lds_f(at) + tmp[jj][n][e] * ia * id);'
   '    if (hi) base += H;'
+  '        if (!((m4 >> e) & 1u)) d[4 * n + e] = 0.0f;'
+  '        for (int j = 0; j < wg_count<K0>(l); ++j) *wg_reg(ac, l, j) *= f;'
+  '      if (++since_flush == cl::kWgFlushTiles || tile + 1 == t1) {'
+  '  fence_proxy_async();  // the tile'"'"'s act and dlt, written by stmatrix, are read by wgmma below'
+  '  stsm_x4_t(m + cl::kmajor(8 * (j + mt / 2) + lane % 8, r0 + 8 * (mt % 2), cl::kWgTile), r);'
+  '    const bool on = acc_on || k > 0;'
 )
 to=(
   '  const int shift = 0 * ilogbf(m);'
@@ -29,6 +38,12 @@ to=(
   '      /* barrier removed */'
   '            (void)at;'
   '    (void)hi;'
+  '        if (false) d[4 * n + e] = 0.0f;'
+  '        (void)f;'
+  '      if (++since_flush == cl::kWgFlushTiles) {'
+  '  /* fence removed */'
+  '  stsm_x4_t(m + cl::kmajor(8 * (j + mt % 2) + lane % 8, r0 + 8 * (mt / 2), cl::kWgTile), r);'
+  '    const bool on = true;'
 )
 
 escaped=0

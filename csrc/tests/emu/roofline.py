@@ -46,9 +46,9 @@ def useful_flops_per_coord(n_freqs: int, width: int, depth: int) -> int:
     return 2 * fwd + dx
 
 
-def counters(binary: str, width: int, depth: int, n_freqs: int, n: int) -> dict:
+def counters(binary: str, width: int, depth: int, n_freqs: int, n: int, kernel: str = "") -> dict:
     out = subprocess.run(
-        [binary, "counters", str(width), str(depth), str(n_freqs), str(n)],
+        [binary, "counters", str(width), str(depth), str(n_freqs), str(n)] + ([kernel] if kernel else []),
         capture_output=True,
         text=True,
         check=True,
@@ -81,8 +81,11 @@ def main(argv=None) -> int:
         "| estimate % of peak |"
     )
     print("|" + "---|" * 17)
-    for width in (16, 32, 64, 128):
-        c = counters(args.bin, width, d, nf, n)
+    rows = [(16, ""), (32, ""), (64, ""), (128, "")]
+    if d == 3 and nf in (10, 11):  # the wgmma kernel's shape (cuda_layout::wgmma_supported)
+        rows.insert(3, (64, "wgmma"))
+    for width, kernel in rows:
+        c = counters(args.bin, width, d, nf, n, kernel)
         flops = useful_flops_per_coord(nf, width, d) * n * b
         mma = c["mma"] * b
         moved = (c["read_sectors"] + c["write_sectors"]) * 32 * b
@@ -99,6 +102,8 @@ def main(argv=None) -> int:
         bound = max(times, key=times.get)
         estimate = 100 * flops / (times[bound] * peak_tf * 1e12)
         config = f"{c['warps']} warps{'' if c['smem_weights'] else ', weights global'}"
+        if c.get("wgmma_kernel"):
+            config = "wgmma, 1 warpgroup"
         cells = [
             f"{width}",
             config,
