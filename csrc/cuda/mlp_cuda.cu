@@ -1271,15 +1271,21 @@ __global__ void __launch_bounds__(128, 1) mlp_wgmma_kernel(const __grid_constant
         const int o = 2 * e / fip, i = 2 * e % fip;
         sts_h2(S.w[l] + cl::kmajor(o, i, fip), __floats2half2_rn(wv(o, i), wv(o, i + 1)));
       }
-      if (l > 0) {
-        const int kt = cl::wt_k(s, l);
-        for (int e = threadIdx.x; e < fip * kt / 2; e += blockDim.x) {
-          const int i = 2 * e / kt, o = 2 * e % kt;
-          sts_h2(S.wt[l] + cl::kmajor(i, o, kt), __floats2half2_rn(wv(o, i), wv(o + 1, i)));
-        }
-      }
       for (int o = threadIdx.x; o < fop; o += blockDim.x)
         S.bias[s.b_off[l] + o] = o < fo ? ld_global(p.biases[l] + b * fo + o) : 0.0f;
+    }
+    __syncthreads();
+    // W^T from the staged W, in 2 x 2 blocks (the output layer's k padded from 8 to 16 with zeros).
+#pragma unroll
+    for (int l = 1; l < kWgLayers; ++l) {
+      const int fop = s.fo_p[l], fip = s.fi_p[l], kt = cl::wt_k(s, l);
+      for (int e = threadIdx.x; e < fip * kt / 4; e += blockDim.x) {
+        const int i = 2 * (e / (kt / 2)), o = 2 * (e % (kt / 2));
+        const h2 lo = lds_h2(S.w[l] + cl::kmajor(o, i, fip), o < fop);  // (o, i), (o, i + 1)
+        const h2 hi = lds_h2(S.w[l] + cl::kmajor(o + 1, i, fip), o < fop);
+        sts_h2(S.wt[l] + cl::kmajor(i, o, kt), __halves2half2(lo.x, hi.x));
+        sts_h2(S.wt[l] + cl::kmajor(i + 1, o, kt), __halves2half2(lo.y, hi.y));
+      }
     }
     for (int e = threadIdx.x; e < 4 * s.b_total; e += blockDim.x) S.gbw[e] = 0.0f;
     for (int j = 0; j < nacc; ++j) sts_f(S.tot + j * 128 + threadIdx.x, 0.0f);

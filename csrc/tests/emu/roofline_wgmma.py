@@ -1,5 +1,6 @@
-"""Roofline estimate of a planned wgmma (sm_90a) MSE-step kernel (csrc/README.md, "The wgmma kernel,
-planned"), from the per-operation costs the emulator counts for wgmma and stmatrix (checked by
+"""Roofline estimate of the wgmma (sm_90a) MSE-step kernel as planned before it was written
+(csrc/README.md, "The wgmma kernel"; the kernel's own emulated counters are roofline.py's wgmma
+row), from the per-operation costs the emulator counts for wgmma and stmatrix (checked by
 csrc/tests/emu/test_emu_wgmma.cpp on the wgmma probe: a wgmma reads its B operand once per warpgroup,
 N / 4 wavefronts per k16 step, an A operand from shared memory 4 wavefronts per warp and step; an
 8 x 8 stmatrix is one wavefront; tensor work counts m16n8k16 equivalents, N / 8 per warp and step).

@@ -67,6 +67,7 @@ struct __half2 {
 inline half __float2half_rn(float f) { return static_cast<half>(f); }  // round to nearest even
 inline float __half2float(half h) { return static_cast<float>(h); }
 inline __half2 __floats2half2_rn(float lo, float hi) { return {static_cast<half>(lo), static_cast<half>(hi)}; }
+inline __half2 __halves2half2(half lo, half hi) { return {lo, hi}; }
 inline float __low2float(__half2 v) { return static_cast<float>(v.x); }
 inline float __high2float(__half2 v) { return static_cast<float>(v.y); }
 
