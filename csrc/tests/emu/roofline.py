@@ -2,7 +2,8 @@
 "Emulated CUDA kernels").
 
 Runs `test_emu_half counters W D L N` (one jet's step, the binding's configuration on an H100/H200)
-for each width (and `... wgmma`, the wgmma kernel, at its shape W = 64, D = 3, L = 10), scales to B jets (every jet does the same work in its own blocks) and prints a
+for each width (and `... wgmma`: the wgmma kernel, at its shape W = 64, D = 3, L = 10), scales to B
+jets (every jet does the same work in its own blocks) and prints a
 markdown table: useful FLOPs, mma calls, global bytes (32-byte sectors moved between the SMs and the
 L2 cache), the DRAM bytes (every sector touched once, as if the L2 cache held the step's working set:
 the coordinates shared by the B jets read once), compulsory bytes,
