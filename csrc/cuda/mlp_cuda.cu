@@ -257,6 +257,20 @@ __device__ __forceinline__ void add_bias_grad(float (&v)[NV], float* gb) {
   }
 }
 
+// The end of a chunk's partial: the bias gradients (the warps' partials summed in warp order) and the
+// loss. Starts with a barrier (every warp's partials complete).
+__device__ __forceinline__ void write_bias_and_loss(const MlpLayout& s, float* slot, const float* gbw, int nw,
+                                                    float warp_loss, float* red, int& parity) {
+  __syncthreads();
+  for (int e = threadIdx.x; e < s.b_total; e += blockDim.x) {
+    float acc = 0.0f;
+    for (int w = 0; w < nw; ++w) acc += gbw[w * s.b_total + e];
+    st_global(slot + s.w_total + e, acc);
+  }
+  const float loss = block_sum(warp_loss, red, parity, nw);
+  if (threadIdx.x == 0) st_global(slot + s.w_total + s.b_total, loss);
+}
+
 // ---------------------------------------------------------------------------------- weight gradients
 
 // Per-thread state of a block across the tiles of one chunk: the float32 weight-gradient rows the
@@ -834,6 +848,13 @@ __device__ void run_tile(const Args& A, const Smem& S, int64_t b, int64_t tile, 
 
 // ---------------------------------------------------------------------------------- kernels
 
+// The tiles [t0, t1) of chunk `chunk` of a jet (the last chunk may be shorter).
+__device__ __forceinline__ void chunk_tiles(int64_t chunk, int64_t tiles_per_chunk, int64_t ntiles, int64_t& t0,
+                                            int64_t& t1) {
+  t0 = chunk * tiles_per_chunk;
+  t1 = t0 + tiles_per_chunk < ntiles ? t0 + tiles_per_chunk : ntiles;
+}
+
 template <int W, bool G, bool GX>
 __global__ void __launch_bounds__(cl::kMaxWarps * 32, 1) mlp_main_kernel(const __grid_constant__ Args A) {
   INR_DYNAMIC_SMEM(smem_raw);
@@ -852,9 +873,9 @@ __global__ void __launch_bounds__(cl::kMaxWarps * 32, 1) mlp_main_kernel(const _
   const WarpRows wr = grads ? warp_rows_of<W>(s, A.cfg, warp) : WarpRows();
 
   for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
-    const int64_t b = item / A.n_chunks, chunk = item % A.n_chunks;
-    const int64_t t0 = chunk * tiles_per_chunk;
-    const int64_t t1 = t0 + tiles_per_chunk < ntiles ? t0 + tiles_per_chunk : ntiles;
+    const int64_t b = item / A.n_chunks;
+    int64_t t0, t1;
+    chunk_tiles(item % A.n_chunks, tiles_per_chunk, ntiles, t0, t1);
     __syncthreads();  // the previous item is done with the staged weights and the partials
     // Stage this jet's weights (float16, zero padding) and biases; zero the bias-gradient partials.
     for (int l = 0; l < s.n_layers; ++l) {
@@ -926,14 +947,7 @@ __global__ void __launch_bounds__(cl::kMaxWarps * 32, 1) mlp_main_kernel(const _
             if (gw_index(s, l, m, n, e, at)) st_global(slot + at, v);
           }
       }
-      __syncthreads();  // every warp's bias partials are complete
-      for (int e = threadIdx.x; e < s.b_total; e += blockDim.x) {
-        float acc = 0.0f;
-        for (int w = 0; w < nw; ++w) acc += S.gbw[w * s.b_total + e];
-        st_global(slot + s.w_total + e, acc);
-      }
-      const float loss = block_sum(warp_sum(cs.loss), S.red, parity, nw);
-      if (threadIdx.x == 0) st_global(slot + s.w_total + s.b_total, loss);
+      write_bias_and_loss(s, slot, S.gbw, nw, warp_sum(cs.loss), S.red, parity);
     }
   }
 }
@@ -1149,9 +1163,9 @@ __device__ __forceinline__ void wg_tile(const Args& A, const WgSmem& S, int64_t 
   float* gbw = S.gbw + warp * s.b_total;
   float d[4 * NH];
   {
-    float v[2] = {dout[0] + dout[2], dout[1] + dout[3]};
+    float vout[2] = {dout[0] + dout[2], dout[1] + dout[3]};
     const float wm = fmaxf(fmaxf(fabsf(dout[0]), fabsf(dout[1])), fmaxf(fabsf(dout[2]), fabsf(dout[3])));
-    add_bias_grad<2>(v, gbw + s.b_off[D]);
+    add_bias_grad<2>(vout, gbw + s.b_off[D]);
     const float sc = tile_scale(block_max(warp_max(wm), S.red, parity, 4));
     if (threadIdx.x == 0) S.scl_d[D] = sc;
     const h2 lo = __floats2half2_rn(dout[0] * sc, dout[1] * sc), hi = __floats2half2_rn(dout[2] * sc, dout[3] * sc);
@@ -1256,9 +1270,9 @@ __global__ void __launch_bounds__(128, 1) mlp_wgmma_kernel(const __grid_constant
   if (threadIdx.x == 0) S.scl_a[0] = 1.0f;  // the encoding is not scaled (read after barriers)
 
   for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
-    const int64_t b = item / A.n_chunks, chunk = item % A.n_chunks;
-    const int64_t t0 = chunk * tiles_per_chunk;
-    const int64_t t1 = t0 + tiles_per_chunk < ntiles ? t0 + tiles_per_chunk : ntiles;
+    const int64_t b = item / A.n_chunks;
+    int64_t t0, t1;
+    chunk_tiles(item % A.n_chunks, tiles_per_chunk, ntiles, t0, t1);
     __syncthreads();  // the previous item is done with the staged weights, totals and partials
     // Stage this jet's weights (float16, zero padding) K-major, W and W^T; biases; zero the totals
     // and the bias-gradient partials.
@@ -1309,14 +1323,7 @@ __global__ void __launch_bounds__(128, 1) mlp_wgmma_kernel(const __grid_constant
     for (int l = 0; l < 4; ++l)
       for (int j = 0; j < wg_count<K0>(l); ++j)
         st_global(slot + wg_slot_index(s, l, j), lds_f(S.tot + (wg_base<K0>(l) + j) * 128 + threadIdx.x));
-    __syncthreads();  // every warp's bias partials are complete
-    for (int e = threadIdx.x; e < s.b_total; e += blockDim.x) {
-      float acc = 0.0f;
-      for (int w = 0; w < 4; ++w) acc += S.gbw[w * s.b_total + e];
-      st_global(slot + s.w_total + e, acc);
-    }
-    const float loss = block_sum(warp_sum(ac.loss), S.red, parity, 4);
-    if (threadIdx.x == 0) st_global(slot + s.w_total + s.b_total, loss);
+    write_bias_and_loss(s, slot, S.gbw, 4, warp_sum(ac.loss), S.red, parity);
   }
 #else
   (void)A;
@@ -1333,12 +1340,15 @@ __global__ void wgmma_built_kernel(int* out) {
 #endif
 }
 
-cudaError_t launch_wgmma(const Args& args, int64_t smem, cudaStream_t stream) {
-  void (*kernel)(const Args) = mlp_wgmma_kernel<48>;
+// Launches a persistent kernel over the (jet, chunk) items: as many blocks as are resident at once
+// (occupancy calculator x SMs), capped by Config::max_blocks and the item count.
+cudaError_t launch_persistent(void (*kernel)(const Args), const Args& args, int threads, int64_t smem,
+                              cudaStream_t stream) {
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   if (err != cudaSuccess) return err;
   int per_sm = 0, dev = 0, sms = 0;
-  if ((err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, 128, size_t(smem))) != cudaSuccess)
+  if ((err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, size_t(smem))) !=
+      cudaSuccess)
     return err;
   if ((err = cudaGetDevice(&dev)) != cudaSuccess) return err;
   if ((err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev)) != cudaSuccess) return err;
@@ -1347,8 +1357,13 @@ cudaError_t launch_wgmma(const Args& args, int64_t smem, cudaStream_t stream) {
   int64_t blocks = int64_t(per_sm) * sms;
   if (args.cfg.max_blocks > 0 && blocks > args.cfg.max_blocks) blocks = args.cfg.max_blocks;
   if (blocks > items) blocks = items;
-  INR_LAUNCH(kernel, dim3(unsigned(blocks)), dim3(128), size_t(smem), stream)(args);
+  if (blocks > 2147483647) blocks = 2147483647;
+  INR_LAUNCH(kernel, dim3(unsigned(blocks)), dim3(unsigned(threads)), size_t(smem), stream)(args);
   return launch_status(stream);
+}
+
+cudaError_t launch_wgmma(const Args& args, int64_t smem, cudaStream_t stream) {
+  return launch_persistent(mlp_wgmma_kernel<48>, args, 128, smem, stream);
 }
 
 // Layer l of packed weight element e (offsets ascending).
@@ -1409,24 +1424,7 @@ __global__ void reduce_gx_kernel(int64_t batch, int64_t n, const float* __restri
 
 template <int W, bool G, bool GX>
 cudaError_t launch_main(const Args& args, int64_t smem, cudaStream_t stream) {
-  void (*kernel)(const Args) = mlp_main_kernel<W, G, GX>;
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
-  if (err != cudaSuccess) return err;
-  const int threads = 32 * args.cfg.warps;
-  int per_sm = 0, dev = 0, sms = 0;
-  if ((err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, size_t(smem))) !=
-      cudaSuccess)
-    return err;
-  if ((err = cudaGetDevice(&dev)) != cudaSuccess) return err;
-  if ((err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev)) != cudaSuccess) return err;
-  if (per_sm < 1) return cudaErrorInvalidConfiguration;
-  const int64_t items = args.p.batch * args.n_chunks;
-  int64_t blocks = int64_t(per_sm) * sms;
-  if (args.cfg.max_blocks > 0 && blocks > args.cfg.max_blocks) blocks = args.cfg.max_blocks;
-  if (blocks > items) blocks = items;
-  if (blocks > 2147483647) blocks = 2147483647;
-  INR_LAUNCH(kernel, dim3(unsigned(blocks)), dim3(unsigned(threads)), size_t(smem), stream)(args);
-  return launch_status(stream);
+  return launch_persistent(mlp_main_kernel<W, G, GX>, args, 32 * args.cfg.warps, smem, stream);
 }
 
 bool needs_gx(const MlpProblem<float>& p) { return p.mode == MlpMode::kBackward && p.grad_x != nullptr; }

@@ -100,6 +100,16 @@ INR_HD void gw_row_range(const MlpLayout& s, int warps, int warp, int& lo, int& 
 // grad b (b_total) | loss], padded to 64 floats.
 INR_HD int64_t slot_floats(const MlpLayout& s) { return round_up(s.w_total + s.b_total + 1, 64); }
 
+// Consecutive 128-byte aligned sections: take(bytes) returns the next one's offset.
+struct Sections {
+  int64_t off = 0;
+  INR_HD int64_t take(int64_t bytes) {
+    const int64_t r = off;
+    off += round_up(bytes, 128);
+    return r;
+  }
+};
+
 // Byte offsets of a block's shared-memory sections, each 128-byte aligned (`half_bytes`: 2, or 4
 // for the emulator's float-storage logic build).
 //   w[l]    weights of layer l, (fo_p, fi_p) row-major, pitch fi_p + 8       (smem_weights)
@@ -117,12 +127,8 @@ struct SmemLayout {
 
 INR_HD SmemLayout smem_layout(const MlpLayout& s, const Config& c, bool backward, int half_bytes = 2) {
   SmemLayout m;
-  int64_t off = 0;
-  auto take = [&](int64_t bytes) {
-    const int64_t r = off;
-    off += round_up(bytes, 128);
-    return r;
-  };
+  Sections sec;
+  auto take = [&](int64_t bytes) { return sec.take(bytes); };
   const int64_t t = tile(c, s.width);
   for (int l = 0; l < s.n_layers; ++l)
     m.w[l] = c.smem_weights ? take(int64_t(s.fo_p[l]) * pitch(s.fi_p[l]) * half_bytes) : 0;
@@ -136,7 +142,7 @@ INR_HD SmemLayout smem_layout(const MlpLayout& s, const Config& c, bool backward
   }
   m.red = take(2 * kMaxWarps * 4);
   m.scl = take(2 * kMlpMaxLayers * 4);
-  m.bytes = off;
+  m.bytes = sec.off;
   return m;
 }
 
@@ -153,12 +159,8 @@ struct WgSmemLayout {
 INR_HD int wt_k(const MlpLayout& s, int l) { return l == s.depth ? 16 : s.fo_p[l]; }
 INR_HD WgSmemLayout wg_smem_layout(const MlpLayout& s, int half_bytes = 2) {
   WgSmemLayout m;
-  int64_t off = 0;
-  auto take = [&](int64_t bytes) {
-    const int64_t r = off;
-    off += round_up(bytes, 128);
-    return r;
-  };
+  Sections sec;
+  auto take = [&](int64_t bytes) { return sec.take(bytes); };
   for (int l = 0; l < s.n_layers; ++l) m.w[l] = take(int64_t(s.fo_p[l]) * s.fi_p[l] * half_bytes);
   for (int l = 1; l < s.n_layers; ++l) m.wt[l] = take(int64_t(s.fi_p[l]) * wt_k(s, l) * half_bytes);
   for (int l = 0; l < s.n_layers; ++l) m.act[l] = take(int64_t(s.fi_p[l]) * kWgTile * half_bytes);
@@ -168,7 +170,7 @@ INR_HD WgSmemLayout wg_smem_layout(const MlpLayout& s, int half_bytes = 2) {
   m.tot = take(int64_t(wg_acc_floats(s)) * 128 * 4);
   m.red = take(2 * kMaxWarps * 4);
   m.scl = take(2 * kMlpMaxLayers * 4);
-  m.bytes = off;
+  m.bytes = sec.off;
   return m;
 }
 // A call's shared memory, whichever kernel its configuration picks.

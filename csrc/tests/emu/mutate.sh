@@ -16,7 +16,7 @@ names=(no-tile-scaling no-relu-mask missing-tile no-barrier-before-gradients no-
 from=(
   '  const int shift = m > 0.0f ? max(-125, min(125, 12 - ilogbf(m))) : 0;'
   '          if (!((m4 >> e) & 1u)) d[t][n][e] = 0.0f;'
-  '    const int64_t t1 = t0 + tiles_per_chunk < ntiles ? t0 + tiles_per_chunk : ntiles;'
+  '  t1 = t0 + tiles_per_chunk < ntiles ? t0 + tiles_per_chunk : ntiles;'
   "  __syncthreads();  // every warp's act and dlt rows of the tile are in shared memory"
   '    add_bias_grad<2>(v, gbw + s.b_off[D]);'
   "      if (grads && tile > t0) __syncthreads();  // the previous tile's gradients have read act and dlt"
@@ -32,7 +32,7 @@ from=(
 to=(
   '  const int shift = 0 * ilogbf(m);'
   '          if (false) d[t][n][e] = 0.0f;'
-  '    const int64_t t1 = (t0 + tiles_per_chunk < ntiles ? t0 + tiles_per_chunk : ntiles) - (ntiles > 1);'
+  '  t1 = (t0 + tiles_per_chunk < ntiles ? t0 + tiles_per_chunk : ntiles) - (ntiles > 1);'
   '  /* barrier removed */'
   '    (void)v;'
   '      /* barrier removed */'

@@ -136,9 +136,10 @@ inline void record_smem(long off, int bytes) {
   }
 }
 
-inline void complete_ldsm(WarpSlot& s, long key) {
-  const int nmat = int(key & 7);
-  const bool trans = (key & 8) != 0;
+// The rows (16 bytes each) the lanes address for nmat 8 x 8 matrices of an ldmatrix / stmatrix:
+// checked (inside shared memory, 16-byte aligned; for a store no two rows of a matrix at one
+// address), and counted: a matrix's rows in the same 16-byte bank group take one wavefront each.
+inline void count_matrix_rows(const WarpSlot& s, int nmat, const char* what, bool store) {
   const half* base = reinterpret_cast<const half*>(g_block->smem);
   const long n_half = long(g_block->smem_size / sizeof(half));
   long wf = 0;
@@ -147,10 +148,12 @@ inline void complete_ldsm(WarpSlot& s, long key) {
     for (int r = 0; r < 8; ++r) {
       const half* p = static_cast<const half*>(s.ptr[8 * j + r]);
       const long e = long(p - base);
-      if (p < base || e + 8 > n_half) fail("ldmatrix row outside the block's shared memory", j, r);
-      if (e % 8 != 0) fail("ldmatrix row address not 16-byte aligned", j, e);
+      if (p < base || e + 8 > n_half) fail(what, j, r);  // row outside the block's shared memory
+      if (e % 8 != 0) fail("ldmatrix/stmatrix row address not 16-byte aligned", j, e);
       auto& v = groups[int((e * 2 / 16) % 8)];
-      if (std::find(v.begin(), v.end(), e) == v.end()) v.push_back(e);
+      const bool seen = std::find(v.begin(), v.end(), e) != v.end();
+      if (seen && store) fail("stmatrix: two rows of one matrix at one address", j, e);
+      if (!seen) v.push_back(e);
     }
     long m = 0;
     for (const auto& [grp, rows] : groups) m = std::max<long>(m, long(rows.size()));
@@ -159,6 +162,12 @@ inline void complete_ldsm(WarpSlot& s, long key) {
   g_count.smem_wavefronts += wf;
   g_count.smem_ideal_wavefronts += nmat;
   g_count.smem_bytes += 128L * nmat;
+}
+
+inline void complete_ldsm(WarpSlot& s, long key) {
+  const int nmat = int(key & 7);
+  const bool trans = (key & 8) != 0;
+  count_matrix_rows(s, nmat, "ldmatrix row outside the block's shared memory", false);
   ++g_count.ldmatrix;
   for (int l = 0; l < 32; ++l)
     for (int j = 0; j < nmat; ++j) {
@@ -193,27 +202,7 @@ inline void proxy_fence() { ++me().proxy_fences; }
 inline void complete_stsm(WarpSlot& s, int warp, long key) {
   const int nmat = int(key & 7);
   const bool trans = (key & 8) != 0;
-  half* base = reinterpret_cast<half*>(g_block->smem);
-  const long n_half = long(g_block->smem_size / sizeof(half));
-  long wf = 0;
-  for (int j = 0; j < nmat; ++j) {
-    std::map<int, std::vector<long>> groups;
-    for (int r = 0; r < 8; ++r) {
-      const half* p = static_cast<const half*>(s.ptr[8 * j + r]);
-      const long e = long(p - base);
-      if (p < base || e + 8 > n_half) fail("stmatrix row outside the block's shared memory", j, r);
-      if (e % 8 != 0) fail("stmatrix row address not 16-byte aligned", j, e);
-      auto& v = groups[int((e * 2 / 16) % 8)];
-      if (std::find(v.begin(), v.end(), e) != v.end()) fail("stmatrix: two rows of one matrix at one address", j, e);
-      v.push_back(e);
-    }
-    long m = 0;
-    for (const auto& [grp, rows] : groups) m = std::max<long>(m, long(rows.size()));
-    wf += m;
-  }
-  g_count.smem_wavefronts += wf;
-  g_count.smem_ideal_wavefronts += nmat;
-  g_count.smem_bytes += 128L * nmat;
+  count_matrix_rows(s, nmat, "stmatrix row outside the block's shared memory", true);
   ++g_count.stmatrix;
   const int warp0 = 32 * warp;  // (completed by the scheduler: me() is not this warp's)
   for (int j = 0; j < nmat; ++j)
