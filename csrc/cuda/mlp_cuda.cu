@@ -1027,7 +1027,8 @@ struct WgAcc {
   float loss;
 };
 
-// Element e of accumulator register j of layer l, flattened (the totals' index).
+// Register j of layer l's accumulators (l = 0 .. D; j < wg_count(l)); wg_base(l) + j indexes the
+// thread's totals in shared memory (one float per thread and register: tot[(base + j) 128 + thread]).
 template <int K0>
 __device__ __forceinline__ float* wg_reg(WgAcc<K0>& a, int l, int j) {
   return l == 0 ? &a.g0[j] : l < 3 ? &a.gh[l - 1][j] : &a.go[j];
@@ -1041,7 +1042,8 @@ __device__ __forceinline__ int wg_base(int l) {
   return l == 0 ? 0 : l < 3 ? K0 / 2 + 32 * (l - 1) : K0 / 2 + 64;
 }
 
-// Adds layer l's accumulators (in true units) to the shared-memory totals and empties them.
+// Adds every layer's accumulators, in true units, to the thread's totals in shared memory; they are
+// then empty (the next weight-gradient wgmma starts them with scale-d = 0).
 template <int K0>
 __device__ __forceinline__ void wg_flush(WgAcc<K0>& a, const WgSmem& S) {
 #pragma unroll
@@ -1056,8 +1058,8 @@ __device__ __forceinline__ void wg_flush(WgAcc<K0>& a, const WgSmem& S) {
   a.fresh = true;
 }
 
-// The (row, column) of slot element for register j of layer l: grad W_l (o, i) for l < D, the
-// output layer's transposed accumulator (i, o) for l = D.
+// Where register j of layer l goes in a chunk slot: its accumulator element (row, column) of the
+// C layout is grad W_l (o, i) for l < D, and (i, o) of the output layer's transposed accumulator.
 __device__ __forceinline__ int64_t wg_slot_index(const MlpLayout& s, int l, int j) {
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane >> 2, q = lane & 3;
   const int row = 16 * warp + g + 8 * ((j % 4) >> 1), col = 8 * (j / 4) + 2 * q + (j & 1);
