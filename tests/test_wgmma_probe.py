@@ -58,8 +58,10 @@ def test_wgmma_kernel_agrees_with_the_mma_sync_kernel(monkeypatch):
     """The MSE step at the wgmma kernel's shape (W = 64, D = 3, L = 10) with the wgmma kernel (a 9.0a
     build on an H100/H200) and with it turned off: both are checked against the references by
     tests/test_ops.py; here against each other, within what their float16 roundings allow (the same
-    roundings, different float32 summation orders: the emulator puts both within 1e-4 of the float16
-    reference), and not bitwise equal (which would mean the wgmma kernel did not run)."""
+    roundings, different float32 summation orders: in the emulator's replica of this case they are
+    9.6e-5 and 6.9e-5 from the float16 reference, so at most 1.7e-4 apart; 3e-4 leaves room for
+    the hardware's own summation order), and not bitwise equal (which would mean the wgmma kernel
+    did not run)."""
     if torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("wgmma (sm_90a) needs an H100/H200")
     from inr_fast import ops
@@ -77,5 +79,5 @@ def test_wgmma_kernel_agrees_with_the_mma_sync_kernel(monkeypatch):
     pairs = list(zip([loss_wg, *gw_wg, *gb_wg], [loss_mma, *gw_mma, *gb_mma], strict=True))
     for got, want in pairs:
         err = float((got.double() - want.double()).norm() / want.double().norm())
-        assert err < 2e-4, err
+        assert err < 3e-4, err
     assert not all(torch.equal(a, c) for a, c in pairs)
