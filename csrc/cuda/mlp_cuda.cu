@@ -1067,8 +1067,8 @@ __device__ __forceinline__ int64_t wg_slot_index(const MlpLayout& s, int l, int 
 }
 
 template <int K0>
-__device__ __forceinline__ void wg_tile(const Args& A, const WgSmem& S, int64_t b, int64_t tile, WgAcc<K0>& ac,
-                                        int& parity) {
+__device__ __forceinline__ void wg_tile(const Args& A, const WgSmem& S, int64_t b, int64_t tile, bool first,
+                                        WgAcc<K0>& ac, int& parity) {
   constexpr int D = 3, NH = 8, KH = 4, K0H = K0 / 16, T = cl::kWgTile;
   const MlpProblem<float>& p = A.p;
   const MlpLayout& s = p.layout;
@@ -1084,16 +1084,20 @@ __device__ __forceinline__ void wg_tile(const Args& A, const WgSmem& S, int64_t 
   }
 
   // ------------------------------------------------------------------ forward
+  // The encoding is computed while the previous tile's weight-gradient wgmma run; then they are
+  // waited for (every warp's, by the barrier) before act and dlt are written again.
   h2 a[KH][4];  // the current layer's A fragments (k16 steps)
 #pragma unroll
-  for (int k = 0; k < K0H; ++k) {
+  for (int k = 0; k < K0H; ++k)
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const int r = i & 1, f = 16 * k + 2 * q + (i >> 1) * 8;
       a[k][i] = __floats2half2_rn(pe_feature(f, s.fi[0], xc[r][0], xc[r][1]), pe_feature(f + 1, s.fi[0], xc[r][0], xc[r][1]));
     }
-    wg_store2(S.act[0], 2 * k, r0, a[k][0], a[k][1], a[k][2], a[k][3]);
-  }
+  wgmma_wait<0>();
+  if (!first) __syncthreads();
+#pragma unroll
+  for (int k = 0; k < K0H; ++k) wg_store2(S.act[0], 2 * k, r0, a[k][0], a[k][1], a[k][2], a[k][3]);
   uint32_t mbits[D];
   float acc[4 * NH];
   float inv_in = 1.0f;
@@ -1251,8 +1255,7 @@ __device__ __forceinline__ void wg_tile(const Args& A, const WgSmem& S, int64_t 
     wgmma_ss<64>(ac.gh[1], wg_desc(S.dlt[2], T, k), wg_desc(S.act[2], T, k), on);
     wgmma_ss<8>(ac.go, wg_desc(S.act[D], T, k), wg_desc(S.dlt[D], T, k), on);
   }
-  wgmma_commit();
-  wgmma_wait<0>();
+  wgmma_commit();  // waited for by the next tile (after its encoding) or before a flush
   ac.fresh = false;
 }
 #endif
@@ -1313,9 +1316,9 @@ __global__ void __launch_bounds__(128, 1) mlp_wgmma_kernel(const __grid_constant
     __syncthreads();
     int since_flush = 0;
     for (int64_t tile = t0; tile < t1; ++tile) {
-      if (tile > t0) __syncthreads();  // the previous tile's weight gradients have read act and dlt
-      wg_tile<K0>(A, S, b, tile, ac, parity);
+      wg_tile<K0>(A, S, b, tile, tile == t0, ac, parity);
       if (++since_flush == cl::kWgFlushTiles || tile + 1 == t1) {
+        wgmma_wait<0>();  // the tile's weight-gradient wgmma
         wg_flush(ac, S);
         since_flush = 0;
       }

@@ -12,7 +12,7 @@ CXX=${CXX:-g++}
 names=(no-tile-scaling no-relu-mask missing-tile no-barrier-before-gradients no-output-bias-gradient
        no-barrier-between-tiles no-shared-memory-row bias-columns-misplaced
        wg-no-relu-mask wg-no-rescale wg-no-final-flush wg-no-proxy-fence wg-store-rows-swapped
-       wg-stale-accumulators)
+       wg-stale-accumulators wg-no-wait-before-stores wg-no-barrier-before-stores)
 from=(
   '  const int shift = m > 0.0f ? max(-125, min(125, 12 - ilogbf(m))) : 0;'
   '          if (!((m4 >> e) & 1u)) d[t][n][e] = 0.0f;'
@@ -28,6 +28,9 @@ from=(
   '  fence_proxy_async();  // the tile'"'"'s act and dlt, written by stmatrix, are read by wgmma below'
   '  stsm_x4_t(m + cl::kmajor(8 * (j + mt / 2) + lane % 8, r0 + 8 * (mt % 2), cl::kWgTile), r);'
   '    const bool on = acc_on || k > 0;'
+  '  wgmma_wait<0>();
+  if (!first) __syncthreads();'
+  '  if (!first) __syncthreads();'
 )
 to=(
   '  const int shift = 0 * ilogbf(m);'
@@ -44,6 +47,8 @@ to=(
   '  /* fence removed */'
   '  stsm_x4_t(m + cl::kmajor(8 * (j + mt % 2) + lane % 8, r0 + 8 * (mt / 2), cl::kWgTile), r);'
   '    const bool on = true;'
+  '  if (!first) __syncthreads();'
+  '  /* barrier removed */'
 )
 
 escaped=0
