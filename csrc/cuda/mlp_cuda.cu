@@ -18,6 +18,7 @@
 #include "inr_fast/cuda_prims.cuh"
 #include "inr_fast/mlp.h"
 #include "inr_fast/mlp_cuda.h"
+#include "inr_fast/wgmma_operands.cuh"
 
 namespace inr_fast {
 namespace cuda {
@@ -110,6 +111,12 @@ __device__ __forceinline__ float block_sum(float warp_value, float* red, int& pa
 __device__ __forceinline__ float tile_scale(float m) {
   const int shift = m > 0.0f ? max(-125, min(125, 12 - ilogbf(m))) : 0;
   return ldexpf(1.0f, shift);
+}
+
+// ReLU mask bits of a C-fragment pair lo (row g) and hi (row g + 8): bit e for element e.
+__device__ __forceinline__ uint32_t relu_bits(h2 lo, h2 hi) {
+  return uint32_t(__low2float(lo) > 0.0f) | uint32_t(__high2float(lo) > 0.0f) << 1 |
+         uint32_t(__low2float(hi) > 0.0f) << 2 | uint32_t(__high2float(hi) > 0.0f) << 3;
 }
 
 // ReLU that keeps NaN (so a non-finite network shows in its outputs).
@@ -563,9 +570,7 @@ __device__ void run_tile(const Args& A, const Smem& S, int64_t b, int64_t tile, 
           sts_h2(S.act[l + 1] + (row0 + 16 * t + g) * pa + n * 8 + 2 * q, lo);
           sts_h2(S.act[l + 1] + (row0 + 16 * t + g + 8) * pa + n * 8 + 2 * q, hi);
           const int bit = (t * NH + n) * 4;
-          const uint32_t m4 = uint32_t(__low2float(lo) > 0.0f) | uint32_t(__high2float(lo) > 0.0f) << 1 |
-                              uint32_t(__low2float(hi) > 0.0f) << 2 | uint32_t(__high2float(hi) > 0.0f) << 3;
-          mbits[bit / 32] |= m4 << (bit % 32);
+          mbits[bit / 32] |= relu_bits(lo, hi) << (bit % 32);
         }
       }
     if constexpr (grads) {
@@ -1002,16 +1007,11 @@ __device__ __forceinline__ WgSmem wg_carve(const MlpLayout& s, unsigned char* ba
   return r;
 }
 
-// Descriptor of k16 step t of a K-major operand with K columns (cl::kmajor).
-__device__ __forceinline__ uint64_t wg_desc(const half* m, int K, int t) { return wgmma_desc(m + 128 * t, 64, 8 * K); }
-
-// Stores the warp's 16 rows (tile rows r0 ..) of a layer's float16 values, given as C-fragment pairs
-// lo (row g) and hi (row g + 8) of column blocks j, j + 1, feature-major into `m` (features as rows,
-// the tile's 64 coordinates as K): one stmatrix.trans of four 8 x 8 matrices.
+// Descriptor of k16 step t of a K-major operand with K columns; the warp's 16 rows of column blocks
+// j, j + 1 stored feature-major into a tile buffer (the tile's 64 coordinates as K).
+__device__ __forceinline__ uint64_t wg_desc(const half* m, int K, int t) { return kmajor_desc(m, K, t); }
 __device__ __forceinline__ void wg_store2(half* m, int j, int r0, h2 lo0, h2 hi0, h2 lo1, h2 hi1) {
-  const int lane = threadIdx.x % 32, mt = lane / 8;  // matrix mt: features 8 (j + mt / 2) .., rows r0 + 8 (mt % 2) ..
-  const h2 r[4] = {lo0, hi0, lo1, hi1};
-  stsm_x4_t(m + cl::kmajor(8 * (j + mt / 2) + lane % 8, r0 + 8 * (mt % 2), cl::kWgTile), r);
+  stsm_features(m, cl::kWgTile, j, r0, lo0, hi0, lo1, hi1);
 }
 
 // Per-thread state of a chunk: the weight-gradient accumulators (grad W_l, 64 x fi_p[l], for l < D;
@@ -1020,9 +1020,9 @@ __device__ __forceinline__ void wg_store2(half* m, int j, int r0, h2 lo0, h2 hi0
 template <int K0>
 struct WgAcc {
   float g0[K0 / 2];
-  float gh[2][32];
+  float gh[kWgLayers - 2][32];
   float go[4];
-  int ue[4];
+  int ue[kWgLayers];
   bool fresh;
   float loss;
 };
@@ -1031,15 +1031,15 @@ struct WgAcc {
 // thread's totals in shared memory (one float per thread and register: tot[(base + j) 128 + thread]).
 template <int K0>
 __device__ __forceinline__ float* wg_reg(WgAcc<K0>& a, int l, int j) {
-  return l == 0 ? &a.g0[j] : l < 3 ? &a.gh[l - 1][j] : &a.go[j];
+  return l == 0 ? &a.g0[j] : l < kWgLayers - 1 ? &a.gh[l - 1][j] : &a.go[j];
 }
 template <int K0>
 __device__ __forceinline__ int wg_count(int l) {
-  return l == 0 ? K0 / 2 : l < 3 ? 32 : 4;
+  return l == 0 ? K0 / 2 : l < kWgLayers - 1 ? 32 : 4;
 }
 template <int K0>
 __device__ __forceinline__ int wg_base(int l) {
-  return l == 0 ? 0 : l < 3 ? K0 / 2 + 32 * (l - 1) : K0 / 2 + 64;
+  return l == 0 ? 0 : l < kWgLayers - 1 ? K0 / 2 + 32 * (l - 1) : K0 / 2 + 32 * (kWgLayers - 2);
 }
 
 // Adds every layer's accumulators, in true units, to the thread's totals in shared memory; they are
@@ -1047,7 +1047,7 @@ __device__ __forceinline__ int wg_base(int l) {
 template <int K0>
 __device__ __forceinline__ void wg_flush(WgAcc<K0>& a, const WgSmem& S) {
 #pragma unroll
-  for (int l = 0; l < 4; ++l) {
+  for (int l = 0; l < kWgLayers; ++l) {
     const float u = ldexpf(1.0f, -a.ue[l]);
 #pragma unroll
     for (int j = 0; j < wg_count<K0>(l); ++j) {
@@ -1069,7 +1069,7 @@ __device__ __forceinline__ int64_t wg_slot_index(const MlpLayout& s, int l, int 
 template <int K0>
 __device__ __forceinline__ void wg_tile(const Args& A, const WgSmem& S, int64_t b, int64_t tile, bool first,
                                         WgAcc<K0>& ac, int& parity) {
-  constexpr int D = 3, NH = 8, KH = 4, K0H = K0 / 16, T = cl::kWgTile;
+  constexpr int D = kWgLayers - 1, NH = 8, KH = 4, K0H = K0 / 16, T = cl::kWgTile;
   const MlpProblem<float>& p = A.p;
   const MlpLayout& s = p.layout;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane >> 2, q = lane & 3;
@@ -1130,9 +1130,7 @@ __device__ __forceinline__ void wg_tile(const Args& A, const WgSmem& S, int64_t 
       for (int u = 0; u < 2; ++u) {
         lo[u] = __floats2half2_rn(acc[4 * (n + u)] * sc, acc[4 * (n + u) + 1] * sc);
         hi[u] = __floats2half2_rn(acc[4 * (n + u) + 2] * sc, acc[4 * (n + u) + 3] * sc);
-        const uint32_t m4 = uint32_t(__low2float(lo[u]) > 0.0f) | uint32_t(__high2float(lo[u]) > 0.0f) << 1 |
-                            uint32_t(__low2float(hi[u]) > 0.0f) << 2 | uint32_t(__high2float(hi[u]) > 0.0f) << 3;
-        mbits[l] |= m4 << (4 * (n + u));
+        mbits[l] |= relu_bits(lo[u], hi[u]) << (4 * (n + u));
       }
       a[n / 2][0] = lo[0], a[n / 2][1] = hi[0], a[n / 2][2] = lo[1], a[n / 2][3] = hi[1];
       wg_store2(S.act[l + 1], n, r0, lo[0], hi[0], lo[1], hi[1]);
@@ -1176,10 +1174,7 @@ __device__ __forceinline__ void wg_tile(const Args& A, const WgSmem& S, int64_t 
     if (threadIdx.x == 0) S.scl_d[D] = sc;
     const h2 lo = __floats2half2_rn(dout[0] * sc, dout[1] * sc), hi = __floats2half2_rn(dout[2] * sc, dout[3] * sc);
     const h2 zero = __floats2half2_rn(0.0f, 0.0f);
-    {
-      const h2 r[2] = {lo, hi};  // one block of 8 outputs, rows r0 .. and r0 + 8 ..
-      stsm_x2_t(S.dlt[D] + cl::kmajor(lane % 8, r0 + 8 * ((lane / 8) % 2), T), r);
-    }
+    stsm_feature(S.dlt[D], T, 0, r0, lo, hi);  // one block of 8 outputs
     const h2 a0[4] = {lo, hi, zero, zero};  // k = outputs 0..7; 8..15 zero
     wgmma_fence();
     wgmma_rs<64>(d, a0, wg_desc(S.wt[D], cl::wt_k(s, D), 0), false);
@@ -1312,7 +1307,7 @@ __global__ void __launch_bounds__(128, 1) mlp_wgmma_kernel(const __grid_constant
     WgAcc<K0> ac;
     ac.fresh = true;
     ac.loss = 0.0f;
-    for (int l = 0; l < 4; ++l) ac.ue[l] = 0;
+    for (int l = 0; l < kWgLayers; ++l) ac.ue[l] = 0;
     __syncthreads();
     int since_flush = 0;
     for (int64_t tile = t0; tile < t1; ++tile) {
@@ -1325,7 +1320,7 @@ __global__ void __launch_bounds__(128, 1) mlp_wgmma_kernel(const __grid_constant
     }
     // Write the chunk's partial once: the totals (each thread its own), bias gradients, loss.
     float* slot = A.slots + item * cl::slot_floats(s);
-    for (int l = 0; l < 4; ++l)
+    for (int l = 0; l < kWgLayers; ++l)
       for (int j = 0; j < wg_count<K0>(l); ++j)
         st_global(slot + wg_slot_index(s, l, j), lds_f(S.tot + (wg_base<K0>(l) + j) * 128 + threadIdx.x));
     write_bias_and_loss(s, slot, S.gbw, 4, warp_sum(ac.loss), S.red, parity);

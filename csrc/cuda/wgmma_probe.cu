@@ -1,9 +1,7 @@
-// The wgmma probe (inr_fast/wgmma_probe.h): the operand paths of a wgmma MLP kernel, in one
-// warpgroup. Shared-memory operands are K-major without swizzling: an R x K operand (R rows of K
-// elements) is stored as 8 x 8 core matrices, core matrix (r / 8, k / 8) at ((r / 8) * K / 8 + k / 8)
-// * 64 elements, row r % 8 of it 16 bytes at (r % 8) * 8: LBO (next core matrix along K) = 64
-// elements, SBO (next 8 rows) = 8 K elements; the k16 step t starts at element 128 t.
-#include "inr_fast/cuda_prims.cuh"
+// The wgmma probe (inr_fast/wgmma_probe.h): the operand paths of the wgmma MLP kernel, in one
+// warpgroup, through the kernel's own operand helpers (inr_fast/wgmma_operands.cuh: K-major
+// operands without swizzling, cuda_layout::kmajor).
+#include "inr_fast/wgmma_operands.cuh"
 #include "inr_fast/wgmma_probe.h"
 
 namespace inr_fast {
@@ -21,8 +19,8 @@ constexpr int K = kProbeRows;
 #endif
 
 #if INR_PROBE_WGMMA || !defined(__CUDA_ARCH__)
-__device__ __forceinline__ int kmajor(int r, int k) { return (r / 8) * (K * 8) + (k / 8) * 64 + (r % 8) * 8 + k % 8; }
-__device__ __forceinline__ uint64_t operand(const half* s, int t) { return prims::wgmma_desc(s + 128 * t, 64, K * 8); }
+__device__ __forceinline__ int kmajor(int r, int k) { return cuda_layout::kmajor(r, k, K); }
+__device__ __forceinline__ uint64_t operand(const half* s, int t) { return prims::kmajor_desc(s, K, t); }
 
 // Stages an R x K row-major global matrix into K-major core matrices (pairs of elements per store).
 __device__ void stage(half* s, const half* g, int rows) {
@@ -45,23 +43,14 @@ __device__ void load_acc(float (&f)[COLS / 2], const half* m, int r0) {
 }
 
 // Stores a warp's accumulator fragments (its 16 rows r0 .., COLS features) transposed into a
-// feature-major K-major operand (features as rows, rows r0 .. as K): stmatrix.trans, two features
-// blocks of 8 per x4, the last odd one by x2.
+// feature-major K-major operand (features as rows, rows r0 .. as K), as the kernel stores its
+// activations and deltas: two feature blocks of 8 per stmatrix x4, the last odd one by x2.
 template <int COLS>
 __device__ void store_features(half* s, const float (&f)[COLS / 2], int r0) {
-  const int lane = int(threadIdx.x) % 32;
+  auto pair = [&](int j, int e) { return __floats2half2_rn(f[4 * j + e], f[4 * j + e + 1]); };
   int j = 0;
-  for (; j + 1 < COLS / 8; j += 2) {
-    const h2 r[4] = {__floats2half2_rn(f[4 * j], f[4 * j + 1]), __floats2half2_rn(f[4 * j + 2], f[4 * j + 3]),
-                     __floats2half2_rn(f[4 * j + 4], f[4 * j + 5]), __floats2half2_rn(f[4 * j + 6], f[4 * j + 7])};
-    const int m = lane / 8;  // matrix m: feature block j + m / 2, rows r0 + 8 (m % 2) ..
-    prims::stsm_x4_t(s + kmajor(8 * (j + m / 2) + lane % 8, r0 + 8 * (m % 2)), r);
-  }
-  if (j < COLS / 8) {
-    const h2 r[2] = {__floats2half2_rn(f[4 * j], f[4 * j + 1]), __floats2half2_rn(f[4 * j + 2], f[4 * j + 3])};
-    const int m = (lane / 8) % 2;
-    prims::stsm_x2_t(s + kmajor(8 * j + lane % 8, r0 + 8 * m), r);
-  }
+  for (; j + 1 < COLS / 8; j += 2) prims::stsm_features(s, K, j, r0, pair(j, 0), pair(j, 2), pair(j + 1, 0), pair(j + 1, 2));
+  if (j < COLS / 8) prims::stsm_feature(s, K, j, r0, pair(j, 0), pair(j, 2));
 }
 
 // Writes a warp's accumulator fragments (16 rows r0 .., COLS columns) to a row-major float32 matrix.

@@ -26,7 +26,7 @@ from=(
   '        for (int j = 0; j < wg_count<K0>(l); ++j) *wg_reg(ac, l, j) *= f;'
   '      if (++since_flush == cl::kWgFlushTiles || tile + 1 == t1) {'
   '  fence_proxy_async();  // the tile'"'"'s act and dlt, written by stmatrix, are read by wgmma below'
-  '  stsm_x4_t(m + cl::kmajor(8 * (j + mt / 2) + lane % 8, r0 + 8 * (mt % 2), cl::kWgTile), r);'
+  '  stsm_features(m, cl::kWgTile, j, r0, lo0, hi0, lo1, hi1);'
   '    const bool on = acc_on || k > 0;'
   '  wgmma_wait<0>();
   if (!first) __syncthreads();'
@@ -45,7 +45,7 @@ to=(
   '        (void)f;'
   '      if (++since_flush == cl::kWgFlushTiles) {'
   '  /* fence removed */'
-  '  stsm_x4_t(m + cl::kmajor(8 * (j + mt % 2) + lane % 8, r0 + 8 * (mt / 2), cl::kWgTile), r);'
+  '  stsm_features(m, cl::kWgTile, j, r0, hi0, lo0, lo1, hi1);'
   '    const bool on = true;'
   '  if (!first) __syncthreads();'
   '  /* barrier removed */'
